@@ -1,0 +1,133 @@
+"""The named training configs.
+
+A config may `extends` another; nested dicts merge key by key, except `dist`, which a child replaces
+whole. `expert_N: {...}` overrides keys for expert N only. Every key is documented in
+docs/config_keys.md and checked by neuro_trigger/config.py. This file is data: it is read, never
+executed by anything but Python's import of it.
+"""
+
+# The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
+TOY_DATA = {
+    "train": ["data_cache/toy/neuroresults_random1.gz"],
+    "val": ["data_cache/toy/neuroresults_random2.gz"],
+    "test": ["data_cache/toy/neuroresults_random3.gz"],
+}
+
+configs = {
+    "base": {
+        "version": 1,
+        "description": "Every default; other configs extend it.",
+        "learning_rate": 1e-3,
+        "batch_size": 2048,
+        "weight_decay": 1e-6,
+        "in_size": 27,
+        "out_size": 2,
+        "workers": 5,
+        "epochs": 10,
+        "model": "BaselineModel",
+        "loss": "MSELoss",
+        "optim": "Adam",
+        "act": "relu",
+        "experts": [0, 1, 2, 3, 4],
+        "compare_to": None,
+        "load_pre_trained_weights": None,
+        "filter": "dataset_filters.IdentityFilter()",
+        "dist": None,
+        "seed": 42,
+        "early_stopping_patience": 30,
+        "gradient_clip_val": None,
+        "plot_every": 10,
+        "data": TOY_DATA,
+    },
+    "baseline_v1": {
+        "extends": "base",
+        "description": "The FPGA network: 27 -> 81 -> 2, relu.",
+        "epochs": 10,
+    },
+    "baseline_v2": {
+        "extends": "baseline_v1",
+        "description": "Baseline with tanh(x/2), the activation the FPGA implements.",
+        "act": "tanh/2",
+        "epochs": 25,
+    },
+    "baseline_v2_tanh": {
+        "extends": "baseline_v2",
+        "description": "Baseline with plain tanh.",
+        "act": "tanh",
+    },
+    "baseline_v2_softsign": {
+        "extends": "baseline_v2",
+        "description": "Baseline with softsign.",
+        "act": "softsign",
+    },
+    "baseline_v2_batchnorm": {
+        "extends": "baseline_v2",
+        "description": "Baseline with batch norm after the hidden layer.",
+        "model": "BaselineModelBN",
+    },
+    "baseline_v3": {
+        "extends": "baseline_v2",
+        "description": "Baseline with softsign (v3).",
+        "act": "softsign",
+    },
+    "baseline_v4": {
+        "extends": "baseline_v2",
+        "description": "BaselineModelBN with tanh/2 (v4).",
+        "model": "BaselineModelBN",
+    },
+    "simple_model_v1": {
+        "extends": "baseline_v2",
+        "description": "A deeper network, 27-50-100-50-10-out with batch norm.",
+        "model": "SimpleModel",
+        "act": "relu",
+    },
+    "baseline_v1_only_z": {
+        "extends": "baseline_v1",
+        "description": "Baseline predicting z only.",
+        "out_size": 1,
+    },
+    "baseline_v2_tanh_per_expert": {
+        "extends": "baseline_v2_tanh",
+        "description": "Batch size and epochs per expert: small experts get small batches and more epochs.",
+        "expert_0": {"batch_size": 2048, "epochs": 1000},
+        "expert_1": {"batch_size": 2048, "epochs": 1000},
+        "expert_2": {"batch_size": 16, "epochs": 4000},
+        "expert_3": {"batch_size": 128, "epochs": 2000},
+        "expert_4": {"batch_size": 16, "epochs": 4000},
+    },
+    "reweight_normal": {
+        "extends": "baseline_v2",
+        "description": "Batches drawn from z buckets weighted by a normal distribution.",
+        "dist": {"n_buckets": 11, "inf_bounds": False, "norm": {"mean": 0.0, "std": 0.4}},
+    },
+    "reweight_normal_inf_bounds": {
+        "extends": "reweight_normal",
+        "description": "Normal reweighting, outer buckets extended to infinity.",
+        "dist": {"n_buckets": 11, "inf_bounds": True, "norm": {"mean": 0.0, "std": 0.4}},
+    },
+    "reweight_uniform": {
+        "extends": "reweight_normal",
+        "description": "Batches drawn uniformly over z buckets.",
+        "dist": {"n_buckets": 11, "inf_bounds": False, "uniform": {"lower": -1.0, "upper": 1.0}},
+    },
+    "filter_dupl_events": {
+        "extends": "baseline_v2",
+        "description": "Only the first row of each duplicated reco track in an event.",
+        "filter": "dataset_filters.DuplicateEventsFilter()",
+    },
+    "filter_max2_events": {
+        "extends": "baseline_v2",
+        "description": "Only events with at most two distinct reco tracks.",
+        "filter": "dataset_filters.Max2EventsFilter()",
+    },
+    "filter_combine_max2_dupl_events": {
+        "extends": "baseline_v2",
+        "description": "Events with at most two reco tracks, without duplicates.",
+        "filter": "dataset_filters.ConCatFilter([dataset_filters.Max2EventsFilter(), "
+        "dataset_filters.DuplicateEventsFilter()])",
+    },
+    "normal_distribution": {
+        "extends": "reweight_normal",
+        "description": "Normal reweighting (std 0.4); the VSCode 'Training' default.",
+    },
+}
