@@ -1,0 +1,597 @@
+"""Composable, vectorised row filters and the safe parser for filter expressions in configs.
+
+A filter maps a column store (see `dataset.ColumnStore`; only its arrays are used) to a boolean
+keep-mask over its rows. Filters compose with `&`, `|` and `~`, and `str(f)` gives the config
+syntax back, so `parse_filter(str(f)) == f`.
+
+Config strings such as
+    "dataset_filters.ConCatFilter([dataset_filters.Max2EventsFilter(),
+                                   dataset_filters.DuplicateEventsFilter()])"
+are data, never code: `parse_filter` walks Python's syntax tree of the text, accepts only a handful
+of node kinds (calls of the known filters, list and number/string literals, `range(...)`, `&`, `|`,
+`~`) and builds the objects itself. Nothing in the text is ever evaluated.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from neuro_trigger.errors import UserError
+
+__all__ = [
+    "AndFilter",
+    "ConCatFilter",
+    "DuplicateEventsFilter",
+    "ExpertFilter",
+    "Filter",
+    "FilterSyntaxError",
+    "IdentityFilter",
+    "Max2EventsFilter",
+    "NotFilter",
+    "OrFilter",
+    "RangeFilter",
+    "parse_filter",
+]
+
+PREFIX = "dataset_filters"
+
+
+class FilterSyntaxError(UserError):
+    """A filter expression from a config that is malformed or uses anything outside the whitelist."""
+
+
+class _Store(Protocol):
+    """The part of `ColumnStore` the filters read."""
+
+    y: np.ndarray
+    expert: np.ndarray
+    event: np.ndarray
+    row: np.ndarray
+
+    def __len__(self) -> int: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Filters
+
+
+class Filter:
+    """Base class: `mask(store)` gives a boolean keep-mask of shape (len(store),)."""
+
+    def mask(self, store: _Store) -> np.ndarray:
+        raise NotImplementedError
+
+    def __and__(self, other: Filter) -> Filter:
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return AndFilter(self, other)
+
+    def __or__(self, other: Filter) -> Filter:
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return OrFilter(self, other)
+
+    def __invert__(self) -> Filter:
+        return NotFilter(self)
+
+    def __str__(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _n_rows(store: _Store) -> int:
+    return len(store)
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class IdentityFilter(Filter):
+    """Keeps every row."""
+
+    def mask(self, store: _Store) -> np.ndarray:
+        return np.ones(_n_rows(store), dtype=bool)
+
+    def __str__(self) -> str:
+        return f"{PREFIX}.IdentityFilter()"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class ExpertFilter(Filter):
+    """Keeps the rows of one expert (sector); expert -1 keeps all rows."""
+
+    expert: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.expert, bool) or not isinstance(self.expert, int | np.integer):
+            raise TypeError(f"ExpertFilter: expert must be an int, got {type(self.expert).__name__}")
+        if not -1 <= int(self.expert) < 2**31:
+            raise ValueError(f"ExpertFilter: expert must be -1 (all) or in 0..{2**31 - 1}, got {self.expert}")
+        object.__setattr__(self, "expert", int(self.expert))
+
+    def mask(self, store: _Store) -> np.ndarray:
+        if self.expert == -1:
+            return np.ones(_n_rows(store), dtype=bool)
+        return np.asarray(store.expert) == self.expert
+
+    def __str__(self) -> str:
+        return f"{PREFIX}.ExpertFilter({self.expert})"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class RangeFilter(Filter):
+    """Keeps rows whose row index (`store.row`, file order) lies in a Python range (steps allowed)."""
+
+    r: range
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, range):
+            raise TypeError(f"RangeFilter: expected a range, got {type(self.r).__name__}")
+
+    def mask(self, store: _Store) -> np.ndarray:
+        row = np.asarray(store.row)
+        r = self.r if self.r.step > 0 else self.r[::-1]  # same set of values, positive step
+        if row.size == 0 or not r:
+            return np.zeros(row.shape, dtype=bool)
+        # Clamp the (possibly huge) Python ints to the rows present so that numpy never overflows.
+        lo, hi = int(row.min()), int(row.max())
+        start, stop, step = r.start, min(r.stop, hi + 1), r.step
+        if start < lo:
+            start += -((start - lo) // step) * step  # first value of r that is >= lo
+        if start >= stop:
+            return np.zeros(row.shape, dtype=bool)
+        if step > stop - start:  # only `start` itself lies in [lo, hi]
+            return row == start
+        keep = (row >= start) & (row < stop)
+        if step != 1:
+            keep &= (row - start) % step == 0
+        return keep
+
+    def __str__(self) -> str:
+        return f"{PREFIX}.RangeFilter({self.r!r})"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class DuplicateEventsFilter(Filter):
+    """Keeps, among rows of one event with the same reco track (RecoZ, RecoTheta), the first in file order.
+
+    Several hardware tracks can be matched to the same reconstructed track; this keeps one of them.
+    """
+
+    def mask(self, store: _Store) -> np.ndarray:
+        n = _n_rows(store)
+        keep = np.zeros(n, dtype=bool)
+        if n == 0:
+            return keep
+        order, new_event, new_pair = _event_track_groups(store)
+        keep[order[new_pair]] = True
+        return keep
+
+    def __str__(self) -> str:
+        return f"{PREFIX}.DuplicateEventsFilter()"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Max2EventsFilter(Filter):
+    """Keeps all rows of events with at most 2 distinct reco tracks (distinct (RecoZ, RecoTheta) pairs)."""
+
+    def mask(self, store: _Store) -> np.ndarray:
+        n = _n_rows(store)
+        keep = np.zeros(n, dtype=bool)
+        if n == 0:
+            return keep
+        order, new_event, new_pair = _event_track_groups(store)
+        event_index = np.cumsum(new_event) - 1  # per sorted row: which event
+        pairs_per_event = np.bincount(event_index, weights=new_pair)
+        keep[order] = pairs_per_event[event_index] <= 2
+        return keep
+
+    def __str__(self) -> str:
+        return f"{PREFIX}.Max2EventsFilter()"
+
+
+@dataclass(frozen=True, eq=True, repr=False, init=False)
+class ConCatFilter(Filter):
+    """Logical and of all given filters (an empty list keeps every row)."""
+
+    filters: tuple[Filter, ...]
+
+    def __init__(self, filters: Iterable[Filter] = ()) -> None:
+        filters = tuple(filters)
+        for f in filters:
+            if not isinstance(f, Filter):
+                raise TypeError(f"ConCatFilter: expected filters, got {type(f).__name__}")
+        object.__setattr__(self, "filters", filters)
+
+    def mask(self, store: _Store) -> np.ndarray:
+        keep = np.ones(_n_rows(store), dtype=bool)
+        for f in self.filters:
+            keep &= f.mask(store)
+        return keep
+
+    def __str__(self) -> str:
+        return f"{PREFIX}.ConCatFilter([{', '.join(str(f) for f in self.filters)}])"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class AndFilter(Filter):
+    """`a & b`."""
+
+    left: Filter
+    right: Filter
+
+    def mask(self, store: _Store) -> np.ndarray:
+        return self.left.mask(store) & self.right.mask(store)
+
+    def __str__(self) -> str:
+        return f"({self.left} & {self.right})"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class OrFilter(Filter):
+    """`a | b`."""
+
+    left: Filter
+    right: Filter
+
+    def mask(self, store: _Store) -> np.ndarray:
+        return self.left.mask(store) | self.right.mask(store)
+
+    def __str__(self) -> str:
+        return f"({self.left} | {self.right})"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class NotFilter(Filter):
+    """`~a`."""
+
+    inner: Filter
+
+    def mask(self, store: _Store) -> np.ndarray:
+        return ~self.inner.mask(store)
+
+    def __str__(self) -> str:
+        return f"~{self.inner}"
+
+
+# --------------------------------------------------------------------------------------------
+# Grouping rows by event and reco track, vectorised
+
+
+def _event_key(event: np.ndarray) -> np.ndarray | None:
+    """One int64 per row, equal iff the (Experiment, Run, Subrun, Event) tuples are equal.
+
+    Mixed radix over the columns' value ranges; None when that would not fit into 63 bits.
+    """
+    event = np.asarray(event)
+    if event.ndim == 1:
+        event = event[:, None]
+    key = np.zeros(event.shape[0], dtype=np.int64)
+    total = 1
+    for j in range(event.shape[1]):
+        col = event[:, j].astype(np.int64, copy=False)
+        lo, hi = int(col.min()), int(col.max())
+        width = hi - lo + 1
+        total *= width
+        if total >= 2**63:
+            return None
+        key = key * width + (col - lo)
+    return key
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 (wrapping arithmetic): spreads keys for the hash sort."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _track_hash(z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each (RecoZ, RecoTheta) pair; -0.0 and 0.0 hash alike (they compare equal)."""
+    if z.dtype == np.float32 and theta.dtype == np.float32:
+        zb = (z + np.float32(0.0)).view(np.uint32).astype(np.uint64)
+        tb = (theta + np.float32(0.0)).view(np.uint32).astype(np.uint64)
+        return _mix64((zb << np.uint64(32)) | tb)  # the pair's exact bits, then spread
+    zb = (z.astype(np.float64) + 0.0).view(np.uint64)
+    tb = (theta.astype(np.float64) + 0.0).view(np.uint64)
+    return _mix64(_mix64(zb) ^ tb)
+
+
+def _event_track_groups(store: _Store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort rows by (event, reco track) with ties in file order.
+
+    Returns (order, new_event, new_pair): `order` the stable sorting permutation, and over the sorted
+    rows two boolean arrays marking the first row of each event and of each (event, track) group.
+
+    Two stable sorts: by event (cheap on files where an event's rows are adjacent), then by
+    (dense event id, 41-bit hash of the track) on nearly sorted data. Hash collisions are detected
+    by comparing the actual values and fall back to an exact lexsort, so the result is always exact.
+    """
+    n = _n_rows(store)
+    y = np.asarray(store.y)
+    z = np.ascontiguousarray(y[:, 0])
+    theta = np.ascontiguousarray(y[:, 1])
+    event = np.asarray(store.event)
+    if event.ndim == 1:
+        event = event[:, None]
+
+    key = _event_key(event)
+    if key is None:
+        order_e = np.lexsort(event.T[::-1])
+        ev_sorted = event[order_e]
+        new_event = np.empty(n, dtype=bool)
+        new_event[0] = True
+        new_event[1:] = np.any(ev_sorted[1:] != ev_sorted[:-1], axis=1)
+    else:
+        order_e = np.argsort(key, kind="stable")
+        key_sorted = key[order_e]
+        new_event = np.empty(n, dtype=bool)
+        new_event[0] = True
+        np.not_equal(key_sorted[1:], key_sorted[:-1], out=new_event[1:])
+    dense_event = np.cumsum(new_event, dtype=np.int64) - 1  # event number in sorted order
+
+    zs, ts = z[order_e], theta[order_e]
+    bits = max(1, int(dense_event[-1]).bit_length())
+    if bits <= 40:
+        # Event id in the high bits, a hash of the track in the rest: already sorted by event, so
+        # the stable sort only has to order the short runs within each event.
+        track_hash = _track_hash(zs, ts)
+        combined = (dense_event.astype(np.uint64) << np.uint64(64 - bits)) | (track_hash >> np.uint64(bits))
+        perm = np.argsort(combined, kind="stable")
+        zs, ts, combined = zs[perm], ts[perm], combined[perm]
+        new_pair = new_event.copy()
+        new_pair[1:] |= combined[1:] != combined[:-1]
+        same = ~new_pair[1:]
+        if not np.any(same & ((zs[1:] != zs[:-1]) | (ts[1:] != ts[:-1]))):
+            return order_e[perm], new_event, new_pair
+    # Exact path (hash collision or absurdly many events): lexsort by event, RecoZ, RecoTheta.
+    zs, ts = z[order_e], theta[order_e]
+    perm = np.lexsort((ts, zs, dense_event))
+    zs, ts = zs[perm], ts[perm]
+    new_pair = new_event.copy()
+    new_pair[1:] |= (zs[1:] != zs[:-1]) | (ts[1:] != ts[:-1])
+    return order_e[perm], new_event, new_pair
+
+
+# --------------------------------------------------------------------------------------------
+# The whitelisting parser
+
+# name -> (class, parameters as (name, kind)); every parameter is required.
+_FILTERS: dict[str, tuple[type[Filter], tuple[tuple[str, str], ...]]] = {
+    "ConCatFilter": (ConCatFilter, (("filters", "list of filters"),)),
+    "DuplicateEventsFilter": (DuplicateEventsFilter, ()),
+    "ExpertFilter": (ExpertFilter, (("expert", "int"),)),
+    "IdentityFilter": (IdentityFilter, ()),
+    "Max2EventsFilter": (Max2EventsFilter, ()),
+    "RangeFilter": (RangeFilter, (("r", "range"),)),
+}
+_ALLOWED = ", ".join([*_FILTERS, "range"])
+_MAX_LENGTH = 10_000
+_BINOPS = {ast.BitAnd: "&", ast.BitOr: "|"}
+
+_Value = Filter | int | float | str | range | list
+
+
+def parse_filter(text: str) -> Filter:
+    """Build the filter a config string describes, e.g. "dataset_filters.ConCatFilter([...])".
+
+    The text is parsed into a syntax tree that is only inspected, never compiled or evaluated:
+    calls of the known filters and of `range`, list/int/float/str/bool literals, unary minus on
+    a number, and `&`, `|`, `~` between filters. Anything else raises `FilterSyntaxError` with a
+    one-line message naming the offending part and its position.
+    """
+    if not isinstance(text, str):
+        raise FilterSyntaxError(f"filter expression must be a string, got {type(text).__name__}")
+    return _Parser(text.strip()).parse()
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Filter):
+        return f"filter {value}"
+    if isinstance(value, range):
+        return repr(value)
+    if isinstance(value, list):
+        return f"list of {len(value)}"
+    return f"{type(value).__name__} {value!r}"
+
+
+class _Parser:
+    """Walks the syntax tree of one expression and builds the filter objects."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lines = text.splitlines() or [""]
+
+    # ---- messages
+    def _shown(self) -> str:
+        return repr(self.text if len(self.text) <= 120 else self.text[:117] + "...")
+
+    def _where(self, lineno: int, col: int) -> str:
+        """`col` is 1-based, in characters."""
+        return f"line {lineno} column {col}" if len(self.lines) > 1 else f"column {col}"
+
+    def _fail(self, message: str) -> FilterSyntaxError:
+        return FilterSyntaxError(f"filter {self._shown()}: {message}")
+
+    def _node_error(self, node: ast.AST, what: str, hint: str = "") -> FilterSyntaxError:
+        lineno = getattr(node, "lineno", 1)
+        byte_col = getattr(node, "col_offset", 0)
+        line = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
+        col = len(line.encode()[:byte_col].decode(errors="ignore")) + 1  # col_offset counts bytes
+        message = f"{what} at {self._where(lineno, col)}"
+        return self._fail(message + (f"; {hint}" if hint else ""))
+
+    def _segment(self, node: ast.AST) -> str:
+        seg = ast.get_source_segment(self.text, node) or type(node).__name__
+        seg = " ".join(seg.split())
+        return seg if len(seg) <= 60 else seg[:57] + "..."
+
+    # ---- entry
+    def parse(self) -> Filter:
+        if not self.text:
+            raise self._fail("empty filter expression; expected e.g. 'dataset_filters.IdentityFilter()'")
+        if len(self.text) > _MAX_LENGTH:
+            raise self._fail(f"expression longer than {_MAX_LENGTH} characters")
+        try:
+            tree = ast.parse(self.text, mode="eval")  # only builds the tree; nothing is executed
+        except SyntaxError as e:
+            where = self._where(e.lineno or 1, e.offset or 1)
+            raise self._fail(f"syntax error at {where}: {e.msg}") from None
+        except (ValueError, RecursionError, MemoryError) as e:
+            raise self._fail(f"cannot parse: {e}") from None
+        try:
+            value = self._value(tree.body)
+        except RecursionError:
+            raise self._fail("expression nested too deeply") from None
+        if not isinstance(value, Filter):
+            raise self._node_error(tree.body, f"expected a filter, got {_describe(value)}")
+        return value
+
+    # ---- nodes
+    def _value(self, node: ast.AST) -> _Value:
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, ast.Constant):
+            if type(node.value) in (bool, int, float, str):
+                return node.value
+            raise self._node_error(node, f"unsupported constant {self._segment(node)!r}")
+        if isinstance(node, ast.List):
+            return [self._value(elt) for elt in node.elts]
+        if isinstance(node, ast.UnaryOp):
+            return self._unary(node)
+        if isinstance(node, ast.BinOp):
+            return self._binop(node)
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = self._callee(node)
+            raise self._node_error(node, f"'{self._segment(node)}' must be called", f"write {name}(...)")
+        raise self._node_error(
+            node,
+            f"unsupported syntax '{self._segment(node)}' ({type(node).__name__})",
+            f"allowed: calls of {_ALLOWED}, lists, numbers, strings, &, |, ~",
+        )
+
+    def _unary(self, node: ast.UnaryOp) -> _Value:
+        if isinstance(node.op, ast.Invert):
+            inner = self._value(node.operand)
+            if not isinstance(inner, Filter):
+                raise self._node_error(node, f"'~' needs a filter, got {_describe(inner)}")
+            return ~inner
+        if isinstance(node.op, ast.USub | ast.UAdd):
+            operand = node.operand
+            if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
+                return -operand.value if isinstance(node.op, ast.USub) else operand.value
+            raise self._node_error(node, f"unary minus/plus only on a number, not '{self._segment(node)}'")
+        raise self._node_error(
+            node, f"unsupported operator in '{self._segment(node)}'", "only &, | and ~ combine filters"
+        )
+
+    def _binop(self, node: ast.BinOp) -> _Value:
+        symbol = _BINOPS.get(type(node.op))
+        if symbol is None:
+            raise self._node_error(
+                node, f"unsupported operator in '{self._segment(node)}'", "only &, | and ~ combine filters"
+            )
+        left, right = self._value(node.left), self._value(node.right)
+        for side in (left, right):
+            if not isinstance(side, Filter):
+                raise self._node_error(node, f"'{symbol}' needs filters on both sides, got {_describe(side)}")
+        return left & right if symbol == "&" else left | right
+
+    def _callee(self, func: ast.AST) -> str:
+        """The called name: `Name` or `dataset_filters.Name`, nothing else."""
+        if isinstance(func, ast.Name):
+            if func.id in _FILTERS or func.id == "range":
+                return func.id
+            if func.id == PREFIX:
+                raise self._node_error(
+                    func, f"'{PREFIX}' must be followed by a filter name", f"allowed: {_ALLOWED}"
+                )
+            raise self._node_error(func, f"unknown name '{func.id}'", f"allowed: {_ALLOWED}")
+        if isinstance(func, ast.Attribute):
+            if isinstance(func.value, ast.Name) and func.value.id == PREFIX:
+                if func.attr in _FILTERS:
+                    return func.attr
+                raise self._node_error(
+                    func, f"unknown name '{func.attr}' after '{PREFIX}.'", f"allowed: {', '.join(_FILTERS)}"
+                )
+            raise self._node_error(
+                func,
+                f"attribute access '{self._segment(func)}' is not allowed",
+                f"only the '{PREFIX}.' prefix may precede a filter name",
+            )
+        raise self._node_error(func, f"cannot call '{self._segment(func)}'", f"allowed: {_ALLOWED}")
+
+    def _call(self, node: ast.Call) -> _Value:
+        name = self._callee(node.func)
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                raise self._node_error(arg, f"unpacking '{self._segment(arg)}' is not allowed")
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise self._node_error(kw, f"unpacking '{self._segment(kw)}' is not allowed")
+        args = [self._value(arg) for arg in node.args]
+        if name == "range":
+            return self._range(node, args)
+
+        cls, params = _FILTERS[name]
+        signature = f"{name}({', '.join(p for p, _ in params)})"
+        if len(args) > len(params):
+            raise self._node_error(
+                node, f"{name} takes {len(params)} argument(s), got {len(args)}", f"usage: {signature}"
+            )
+        # parameter -> (value, node of the value, for the position in messages)
+        given = {p: (a, n) for (p, _), a, n in zip(params, args, node.args, strict=False)}
+        kinds = dict(params)
+        for kw in node.keywords:
+            if kw.arg not in kinds:
+                raise self._node_error(kw, f"{name} has no parameter '{kw.arg}'", f"usage: {signature}")
+            if kw.arg in given:
+                raise self._node_error(kw, f"{name}: parameter '{kw.arg}' given twice", f"usage: {signature}")
+            given[kw.arg] = (self._value(kw.value), kw.value)
+        missing = [p for p, _ in params if p not in given]
+        if missing:
+            raise self._node_error(node, f"{name} is missing argument '{missing[0]}'", f"usage: {signature}")
+        for p, kind in params:
+            value, arg_node = given[p]
+            if not _is_kind(value, kind):
+                raise self._node_error(
+                    arg_node, f"{name}: argument '{p}' must be {_article(kind)}, got {_describe(value)}"
+                )
+        try:
+            return cls(**{p: value for p, (value, _) in given.items()})
+        except (TypeError, ValueError) as e:
+            raise self._node_error(node, str(e)) from None
+
+    def _range(self, node: ast.Call, args: list[_Value]) -> range:
+        if node.keywords:
+            raise self._node_error(node.keywords[0], "range() takes no keyword arguments")
+        if not 1 <= len(args) <= 3:
+            raise self._node_error(node, f"range() takes 1 to 3 integers, got {len(args)} argument(s)")
+        for a, arg_node in zip(args, node.args, strict=True):
+            if not _is_kind(a, "int"):
+                raise self._node_error(arg_node, f"range() arguments must be integers, got {_describe(a)}")
+        try:
+            return range(*args)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise self._node_error(node, f"range(): {e}") from None
+
+
+def _is_kind(value: object, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "range":
+        return isinstance(value, range)
+    if kind == "list of filters":
+        return isinstance(value, list) and all(isinstance(v, Filter) for v in value)
+    raise AssertionError(kind)
+
+
+def _article(kind: str) -> str:
+    return {"int": "an int", "range": "a range(...)", "list of filters": "a list of filters"}[kind]
