@@ -1,0 +1,208 @@
+"""Tests of the toy Monte Carlo: format, determinism, physics consistency, statistics, files, CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neuro_trigger.data import toy_mc
+from neuro_trigger.data.neuroresults import COLUMNS, INT_COLUMNS
+
+REAL_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "neuroresults_sample.tsv"
+MISSING_SL_OF_EXPERT = {1: 7, 2: 5, 3: 3, 4: 1}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """Read a neuroresults file with plain pandas (the project's reader is tested elsewhere)."""
+    return pd.read_csv(path, sep="\t", skip_blank_lines=True)
+
+
+def _present(table: pd.DataFrame, sl: int) -> np.ndarray:
+    cols = [f"SL{sl}-{name}" for name in ("relID", "driftT", "alpha")]
+    return (table[cols].to_numpy() != 0).any(axis=1)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return toy_mc.generate(20_000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def stats(table: pd.DataFrame) -> dict:
+    return toy_mc.summarize(table, reference=True)
+
+
+def test_deterministic_for_a_seed_and_different_for_another() -> None:
+    a = toy_mc.generate(2000, seed=1)
+    pd.testing.assert_frame_equal(a, toy_mc.generate(2000, seed=1))
+    b = toy_mc.generate(2000, seed=2)
+    assert not np.allclose(a["SL1-relID"].to_numpy(), b["SL1-relID"].to_numpy())
+
+
+def test_shape_columns_and_types(table: pd.DataFrame) -> None:
+    assert table.shape == (20_000, 42)
+    assert list(table.columns) == COLUMNS
+    for col in COLUMNS:
+        assert table[col].dtype == (np.int64 if col in INT_COLUMNS else np.float64), col
+    assert (table["iNodes"] == 27).all() and (table["oNodes"] == 2).all()
+    assert np.isfinite(table.select_dtypes("float").to_numpy()).all()
+    assert toy_mc.generate(1, seed=0).shape == (1, 42)
+    empty = toy_mc.generate(0, seed=0)
+    assert empty.shape == (0, 42) and list(empty.columns) == COLUMNS
+
+
+def test_expert_follows_the_missing_stereo_superlayer(table: pd.DataFrame) -> None:
+    expert = table["Expert"].to_numpy()
+    assert set(np.unique(expert)) == {0, 1, 2, 3, 4}
+    rows0 = expert == 0
+    for sl in (1, 3, 5, 7):
+        assert _present(table, sl)[rows0].all()
+    for e, sl in MISSING_SL_OF_EXPERT.items():
+        present = _present(table, sl)
+        assert not present[expert == e].any(), f"expert {e}: SL{sl} must be empty in all rows"
+        assert present[expert != e].mean() > 0.97, f"SL{sl} empty in too many rows of other experts"
+    # Axial superlayers are missing in a few to many rows, as in real data.
+    for sl in (0, 2, 4, 6, 8):
+        assert 0.03 < 1.0 - _present(table, sl).mean() < 0.5
+
+
+def test_drift_time_quantised_signed_and_in_range(table: pd.DataFrame) -> None:
+    drift = table[[f"SL{sl}-driftT" for sl in range(9)]].to_numpy()
+    assert np.abs(drift).max() <= 1.0
+    np.testing.assert_array_equal(drift * 256.0, np.rint(drift * 256.0))
+    assert (drift > 0).mean() > 0.2 and (drift < 0).mean() > 0.2
+
+
+def test_targets_and_old_network_output(table: pd.DataFrame) -> None:
+    for col in ("RecoZ", "RecoTheta", "ScaleZ", "ScaleTheta"):
+        assert table[col].between(-1.0, 1.0).all(), col
+    np.testing.assert_array_equal(table["RawZ"], np.rint(table["ScaleZ"] * 4096))
+    np.testing.assert_array_equal(table["RawTheta"], np.rint(table["ScaleTheta"] * 4096))
+
+
+def test_input_ranges_resemble_real_data(stats: dict) -> None:
+    assert 0.05 < stats["alpha_max"][0] < 0.09
+    assert 0.35 < stats["alpha_max"][8] < 0.5
+    assert all(stats["alpha_max"][sl] < stats["alpha_max"][sl + 1] for sl in range(8))
+    for lo, hi in stats["relid_span"].values():
+        assert -1.0 < lo < 0.0 < hi < 1.0
+
+
+def test_expert_shares_and_distributions(stats: dict) -> None:
+    share = stats["expert_share"]
+    assert 0.55 < share[0] < 0.8
+    assert 0.05 < share[1] < 0.15
+    assert 0.015 < share[2] < 0.08
+    assert 0.07 < share[3] < 0.2
+    assert 0.03 < share[4] < 0.12
+    z = np.asarray(stats["z_hist"]) / stats["rows"]
+    assert 0.35 < z[5] < 0.55  # |z| < 2 cm
+    assert 0.25 < z[-2:].sum() < 0.45  # z > 20 cm
+    theta = np.asarray(stats["theta_hist"]) / stats["rows"]
+    assert theta[0] < 0.02 and theta[-1] < 0.01 and theta[4] > 0.15
+
+
+def test_event_structure(table: pd.DataFrame, stats: dict) -> None:
+    assert 0.45 < stats["duplicate_fraction"] < 0.65
+    per_event = stats["reco_per_event"]
+    assert per_event[1] > per_event[2] > per_event.get(3, 0)
+    assert 4.5 < stats["ntracks"]["mean"] < 7.5
+    assert stats["rows_per_event"]["max"] <= 15
+    key = ["Experiment", "Run", "Subrun", "Event"]
+    # Each event's rows are contiguous, with increasing Track below nTracks.
+    first = np.r_[True, (table[key].to_numpy()[1:] != table[key].to_numpy()[:-1]).any(axis=1)]
+    assert first.sum() == stats["events"]
+    track, ntracks = table["Track"].to_numpy(), table["nTracks"].to_numpy()
+    assert ((track[1:] > track[:-1]) | first[1:]).all()
+    assert (track < ntracks).all() and (ntracks <= 20).all()
+    assert (table["Subrun"] == 0).all()
+
+
+def test_duplicates_share_the_reco_track_with_slightly_different_inputs(table: pd.DataFrame) -> None:
+    key = ["Run", "Event", "RecoZ", "RecoTheta"]
+    dup = table.duplicated(key, keep=False)
+    groups = table[dup].groupby(key)
+    varied = groups["SL3-relID"].nunique().gt(1) | groups["SL3-driftT"].nunique().gt(1)
+    assert 0.1 < varied.mean() < 0.9
+
+
+def test_reference_fit_beats_the_old_network(table: pd.DataFrame, stats: dict) -> None:
+    fit = toy_mc.reference_fit(table)
+    assert fit.shape == (len(table), 2) and np.isfinite(fit).all()
+    for e in range(5):
+        assert stats["ref_z_std"][e] < 0.7 * stats["old_z_std"][e], e
+        assert stats["ref_theta_std"][e] < stats["old_theta_std"][e], e
+    assert stats["ref_z_median_abs"]["ip"] < stats["old_z_median_abs"]["ip"]
+    # Works on the reader's output too: a dict of float32 arrays.
+    as_dict = {c: table[c].to_numpy(np.float32 if c not in INT_COLUMNS else np.int64) for c in COLUMNS}
+    np.testing.assert_allclose(toy_mc.reference_fit(as_dict), fit, atol=1e-3)
+
+
+def test_file_round_trip(tmp_path: Path) -> None:
+    table = toy_mc.generate(3000, seed=4)
+    path = toy_mc.write_atomic(table, tmp_path / "neuroresults_random1.gz")
+    assert [p.name for p in tmp_path.iterdir()] == ["neuroresults_random1.gz"]  # no temp file left
+    back = _read(path)
+    assert list(back.columns) == COLUMNS and len(back) == 3000
+    np.testing.assert_array_equal(back[INT_COLUMNS].to_numpy(), table[INT_COLUMNS].to_numpy())
+    floats = [c for c in COLUMNS if c not in INT_COLUMNS]
+    np.testing.assert_allclose(back[floats].to_numpy(), table[floats].to_numpy(), rtol=1e-6, atol=1e-7)
+    # Raw == round(Scale * 4096) survives the text format and float32 parsing.
+    for scale, raw in (("ScaleZ", "RawZ"), ("ScaleTheta", "RawTheta")):
+        parsed = back[scale].to_numpy(np.float32)
+        np.testing.assert_array_equal(np.rint(parsed * np.float32(4096)), back[raw])
+
+
+def test_cli_writes_files_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        toy_mc.main(["--out", str(tmp_path), "--tracks", "500", "--seed", "3", "--splits", "train,test"]) == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("train: ") and lines[1].startswith("test: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "neuroresults_random1.gz",
+        "neuroresults_random3.gz",
+    ]
+    train, test = _read(tmp_path / "neuroresults_random1.gz"), _read(tmp_path / "neuroresults_random3.gz")
+    assert len(train) == len(test) == 500 and not np.allclose(train["RecoZ"], test["RecoZ"])
+    assert toy_mc.main(["--compare", "--tracks", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "expert 0 share" in out and "reference fit" in out
+    with pytest.raises(SystemExit) as exc:
+        toy_mc.main(["--out", str(tmp_path), "--splits", "train,bogus"])
+    assert exc.value.code == 2
+
+
+def test_ensure_default_dataset_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toy_mc, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(toy_mc, "DEFAULT_DIR", tmp_path / "data_cache" / "toy")
+    monkeypatch.setattr(toy_mc, "DEFAULT_TRACKS", {"train": 400, "val": 100, "test": 100})
+    paths = toy_mc.ensure_default_dataset()
+    assert set(paths) == {"train", "val", "test"}
+    for split, path in paths.items():
+        assert path == tmp_path / toy_mc.DEFAULT_FILES[split] and path.is_file()
+    assert len(_read(paths["val"])) == 100
+    stamp = {p: p.stat().st_mtime_ns for p in paths.values()}
+    os.utime(paths["train"], ns=(1, 1))
+    assert toy_mc.ensure_default_dataset() == paths
+    assert paths["train"].stat().st_mtime_ns == 1  # reused, not rewritten
+    (toy_mc.DEFAULT_DIR / "VERSION").write_text("stale\n")
+    toy_mc.ensure_default_dataset()
+    assert paths["train"].stat().st_mtime_ns != 1 and all(p.is_file() for p in stamp)
+    assert toy_mc.DEFAULT_FILES["train"] == "data_cache/toy/neuroresults_random1.gz"
+
+
+@pytest.mark.skipif(
+    not REAL_SAMPLE.is_file(), reason=f"real sample {REAL_SAMPLE} not available outside this workplace"
+)
+def test_toy_matches_the_real_file_layout() -> None:
+    real = _read(REAL_SAMPLE)
+    toy = toy_mc.generate(200, seed=0)
+    assert list(real.columns) == list(toy.columns)
+    assert [real[c].dtype.kind for c in COLUMNS] == [toy[c].dtype.kind for c in COLUMNS]
+    stats = toy_mc.summarize(real)  # the statistics also run on real data
+    assert stats["rows"] == len(real) and abs(sum(stats["expert_share"].values()) - 1.0) < 1e-9
