@@ -1,0 +1,151 @@
+"""The versioned run folder, the run journal and the git snapshot.
+
+Several training processes may start at the same moment and share one log location, so every
+step here is safe against concurrent use: run folders are claimed with an atomic ``os.mkdir``
+and journal lines are appended with a single ``os.write`` on an ``O_APPEND`` descriptor.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from neuro_trigger.errors import UserError
+
+VERSION_PREFIX = "version_"
+_VERSION_RE = re.compile(r"^version_(\d+)$")
+GIT_ID_FILE = "git_id.txt"
+GIT_DIFF_FILE = "git_diff.txt"
+
+
+def ensure_writable(root: Path, min_free_mb: int = 50) -> None:
+    """Fail early, before any training, if the log location cannot take a run's output.
+
+    Creates ``root`` if needed, then proves it is writable by creating and removing a temporary
+    file, and checks that at least ``min_free_mb`` MB are free there. Raises ``UserError``.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UserError(f"log location {root} is not writable: {reason}") from exc
+    free_mb = shutil.disk_usage(root).free // (1024 * 1024)
+    if free_mb < min_free_mb:
+        raise UserError(f"log location {root} has only {free_mb} MB free (at least {min_free_mb} MB needed)")
+
+
+def _existing_versions(parent: Path) -> list[int]:
+    """Version numbers of the ``version_N`` folders in ``parent`` (other names are ignored)."""
+    versions = []
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            match = _VERSION_RE.match(entry.name)
+            if match:
+                versions.append(int(match.group(1)))
+    return versions
+
+
+def create_run_folder(root: Path, config_name: str, max_attempts: int = 1000) -> Path:
+    """Create and return a fresh ``root/<config_name>/version_N`` (N = highest existing + 1, 0 first).
+
+    The folder is claimed with ``os.mkdir`` (no ``exist_ok``): if another process took the same
+    number in the meantime, the listing is read again and the next number tried, so concurrent
+    runs never share or overwrite a folder.
+    """
+    if not config_name or config_name in (".", "..") or "/" in config_name or os.sep in config_name:
+        raise UserError(f"config name {config_name!r} cannot be used as a log folder name")
+    parent = Path(root) / config_name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create log folder {parent}: {exc.strerror or exc}") from exc
+    for _ in range(max_attempts):
+        versions = _existing_versions(parent)
+        folder = parent / f"{VERSION_PREFIX}{max(versions) + 1 if versions else 0}"
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue  # lost the race to another process: look again
+        except OSError as exc:
+            raise UserError(f"cannot create run folder {folder}: {exc.strerror or exc}") from exc
+        return folder
+    raise UserError(f"could not claim a new version folder in {parent} after {max_attempts} attempts")
+
+
+def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:
+    """Record the code state of a run: ``git_id.txt`` (HEAD commit) and ``git_diff.txt``.
+
+    ``git_diff.txt`` holds ``git diff HEAD`` (tracked files) followed by the list of untracked
+    files. Returns the HEAD hexsha, or ``None`` when ``repo_dir`` is not in a git checkout, the
+    repository has no commits yet, or git fails; then both files say why in one line and the
+    run goes on.
+    """
+    import git  # GitPython; imported here so that the rest of the module works without it
+
+    folder = Path(folder)
+    id_path, diff_path = folder / GIT_ID_FILE, folder / GIT_DIFF_FILE
+
+    def _no_snapshot(reason: str) -> None:
+        id_path.write_text(f"no git id: {reason}\n")
+        diff_path.write_text(f"no git diff: {reason}\n")
+
+    try:
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        _no_snapshot(f"{repo_dir} is not inside a git checkout")
+        return None
+    try:
+        with repo:
+            if not repo.head.is_valid():
+                _no_snapshot(f"the git repository {repo.working_dir} has no commits yet")
+                return None
+            sha = repo.head.commit.hexsha
+            dirty = repo.is_dirty(untracked_files=True)
+            diff = repo.git.diff("HEAD")
+            untracked = repo.untracked_files
+    except (git.GitError, ValueError, OSError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _no_snapshot(f"git failed in {repo_dir}: {first_line}")
+        return None
+    id_path.write_text(f"{sha}{' (dirty)' if dirty else ''}\n")
+    parts = [diff.rstrip("\n") + "\n" if diff else "# no changes to tracked files\n"]
+    if untracked:
+        parts.append(f"\n# untracked files ({len(untracked)}):\n")
+        parts.extend(f"{name}\n" for name in untracked)
+    diff_path.write_text("".join(parts))
+    return sha
+
+
+def _sanitise(value: object) -> str:
+    """One journal field: tabs, newlines and other control whitespace become single spaces."""
+    return re.sub(r"[\t\r\n\v\f]+", " ", str(value)).strip()
+
+
+def append_journal(journal: Path, fields: dict[str, str]) -> None:
+    """Append one tab-separated line (the field values, in the given order) to the run journal.
+
+    A ``time`` field (local time, ISO format, seconds) is put first when ``fields`` has none.
+    The line goes out in a single ``os.write`` on an ``O_APPEND`` descriptor, so lines of runs
+    writing at the same moment never interleave.
+    """
+    journal = Path(journal)
+    values = dict(fields)
+    if "time" not in values:
+        values = {"time": _dt.datetime.now().isoformat(timespec="seconds"), **values}
+    line = ("\t".join(_sanitise(v) for v in values.values()) + "\n").encode("utf-8")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+    finally:
+        os.close(fd)
+    if written != len(line):  # only on a full disk or similar; say so rather than leave half a line
+        raise OSError(f"journal {journal}: wrote {written} of {len(line)} bytes")

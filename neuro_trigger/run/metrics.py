@@ -1,0 +1,164 @@
+"""Resolution metrics of one expert on one split: loss, z/theta residual spread, and the same for
+the previous (old) network, so that every run says whether it beats what runs on the FPGA today.
+
+All inputs are scaled ([-1, 1]); residuals (reco - predicted) are reported in cm and degrees.
+Vectorised numpy throughout; rows with a NaN are left out of the comparison they spoil.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
+from neuro_trigger.errors import UserError
+
+
+def _to_physical(scaled: np.ndarray, lo_hi: tuple[float, float]) -> np.ndarray:
+    """Map scaled [-1, 1] values linearly onto ``lo_hi`` in float64.
+
+    The data layer's ``z_to_cm`` etc. keep the input dtype (float32 columns), too coarse for sums
+    over millions of residuals; the ranges are the data layer's.
+    """
+    lo, hi = lo_hi
+    return lo + (np.asarray(scaled, dtype=np.float64) + 1.0) * (0.5 * (hi - lo))
+
+
+def _z_to_cm(scaled: np.ndarray) -> np.ndarray:
+    """Scaled z → cm (float64)."""
+    return _to_physical(scaled, Z_RANGE_CM)
+
+
+def _theta_to_deg(scaled: np.ndarray) -> np.ndarray:
+    """Scaled theta → degrees (float64)."""
+    return _to_physical(scaled, THETA_RANGE_DEG)
+
+
+def trimmed_std(x: np.ndarray, trim: float = 0.05) -> float:
+    """Standard deviation after dropping the ``trim`` fraction of lowest and of highest values.
+
+    A resolution measure that a handful of wild outliers cannot dominate. NaNs are ignored;
+    ``floor(n * trim)`` values go on each side. Empty input gives NaN.
+    """
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[~np.isnan(x)]
+    n = x.size
+    k = int(math.floor(n * trim))
+    if n - 2 * k <= 0:
+        return math.nan
+    if k:
+        x = np.partition(x, (k - 1, n - k))[k : n - k]  # O(n), no full sort
+    return float(x.std())
+
+
+def residual_stats(reco: np.ndarray, pred: np.ndarray, trim: float = 0.05) -> dict[str, float]:
+    """Mean, std, trimmed std and count of the residual ``reco - pred`` (NaN rows ignored)."""
+    r = np.asarray(reco, dtype=np.float64).ravel() - np.asarray(pred, dtype=np.float64).ravel()
+    r = r[~np.isnan(r)]
+    if r.size == 0:
+        return {"mean": math.nan, "std": math.nan, "trimmed_std": math.nan, "count": 0}
+    return {
+        "mean": float(r.mean()),
+        "std": float(r.std()),
+        "trimmed_std": trimmed_std(r, trim),
+        "count": int(r.size),
+    }
+
+
+# loss name (as in the config) -> (torch.nn.functional name, keyword arguments)
+_LOSSES: dict[str, tuple[str, dict[str, float]]] = {
+    "MSELoss": ("mse_loss", {}),
+    "L1Loss": ("l1_loss", {}),
+    "HuberLoss": ("huber_loss", {"delta": 1.0}),
+}
+
+
+def loss_value(pred: np.ndarray, target: np.ndarray, loss: str) -> float:
+    """The training loss (torch's default mean reduction) of ``pred`` against ``target``, both (N, k).
+
+    Empty input gives NaN. An unknown loss name raises ``UserError``.
+    """
+    try:
+        fn_name, kwargs = _LOSSES[loss]
+    except KeyError:
+        raise UserError(f"unknown loss {loss!r}; known: {', '.join(_LOSSES)}") from None
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"pred shape {p.shape} != target shape {t.shape}")
+    if p.size == 0:
+        return math.nan
+    import torch  # imported lazily: the rest of this module (and plots.py) needs numpy only
+
+    fn = getattr(torch.nn.functional, fn_name)
+    return float(fn(torch.from_numpy(p), torch.from_numpy(t), **kwargs))
+
+
+def _finite_rows(*arrays: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows that are finite in every array."""
+    mask = np.ones(arrays[0].shape[0], dtype=bool)
+    for a in arrays:
+        mask &= np.isfinite(a).all(axis=1)
+    return mask
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, NaN where b is zero or either is NaN."""
+    return a / b if b != 0 and not (math.isnan(a) or math.isnan(b)) else math.nan
+
+
+def _as_2d(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(-1, 1) if a.ndim == 1 else a
+
+
+def split_metrics(
+    target: np.ndarray, pred: np.ndarray, old: np.ndarray, loss: str, trim: float = 0.05
+) -> dict[str, float]:
+    """Loss and residual metrics of the new and the old network on one split (scaled (N, k) inputs).
+
+    Keys: rows, loss, old_loss, loss_vs_old, z_diff_std_cm, z_diff_trimmed_std_cm, z_diff_mean_cm,
+    old_z_diff_std_cm, old_z_diff_trimmed_std_cm, z_diff_std_vs_old and, for k == 2,
+    theta_diff_std_deg, theta_diff_trimmed_std_deg, old_theta_diff_std_deg. ``rows`` counts all
+    input rows; rows with a NaN in target or prediction are left out of the new network's numbers,
+    rows with a NaN in target or old output out of the old network's. Values are plain Python
+    floats (``rows`` an int), NaN where there is nothing to compute.
+    """
+    t, p, o = _as_2d(target), _as_2d(pred), _as_2d(old)
+    if not (t.shape == p.shape and t.shape[0] == o.shape[0] and o.shape[1] >= t.shape[1]):
+        raise ValueError(f"shapes differ: target {t.shape}, pred {p.shape}, old {o.shape}")
+    k = t.shape[1]
+    o = o[:, :k]
+    new_ok = _finite_rows(t, p)
+    old_ok = _finite_rows(t, o)
+    tn, pn = t[new_ok], p[new_ok]
+    to, oo = t[old_ok], o[old_ok]
+
+    new_z = residual_stats(_z_to_cm(tn[:, 0]), _z_to_cm(pn[:, 0]), trim)
+    old_z = residual_stats(_z_to_cm(to[:, 0]), _z_to_cm(oo[:, 0]), trim)
+    out: dict[str, float] = {
+        "rows": int(t.shape[0]),
+        "loss": loss_value(pn, tn, loss),
+        "old_loss": loss_value(oo, to, loss),
+    }
+    out["loss_vs_old"] = _ratio(out["loss"], out["old_loss"])
+    out.update(
+        z_diff_std_cm=new_z["std"],
+        z_diff_trimmed_std_cm=new_z["trimmed_std"],
+        z_diff_mean_cm=new_z["mean"],
+        old_z_diff_std_cm=old_z["std"],
+        old_z_diff_trimmed_std_cm=old_z["trimmed_std"],
+        z_diff_std_vs_old=_ratio(new_z["std"], old_z["std"]),
+    )
+    if k >= 2:
+        new_t = residual_stats(_theta_to_deg(tn[:, 1]), _theta_to_deg(pn[:, 1]), trim)
+        old_t = residual_stats(_theta_to_deg(to[:, 1]), _theta_to_deg(oo[:, 1]), trim)
+        out.update(
+            theta_diff_std_deg=new_t["std"],
+            theta_diff_trimmed_std_deg=new_t["trimmed_std"],
+            old_theta_diff_std_deg=old_t["std"],
+        )
+    return out
