@@ -1,0 +1,548 @@
+"""The Belle II neuroresults text format: tab separated, line 1 the column names, line 2 empty.
+
+Reading is validated (every malformed file ends in one `DataFormatError` line "path:line: what") and
+fast: pandas' C parser with explicit dtypes, gzip inflated in a helper thread so that it overlaps with
+parsing, and a cache of the parsed columns keyed by the sha256 of the file's bytes.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neuro_trigger import REPO_ROOT
+from neuro_trigger.errors import UserError
+
+EVENT_COLUMNS = ["Experiment", "Run", "Subrun", "Event", "Track", "nTracks", "Expert", "iNodes", "oNodes"]
+INPUT_COLUMNS = [f"SL{sl}-{name}" for sl in range(9) for name in ("relID", "driftT", "alpha")]
+TARGET_COLUMNS = ["RecoZ", "RecoTheta"]
+OLD_COLUMNS = ["ScaleZ", "RawZ", "ScaleTheta", "RawTheta"]
+COLUMNS = EVENT_COLUMNS + INPUT_COLUMNS + TARGET_COLUMNS + OLD_COLUMNS
+INT_COLUMNS = EVENT_COLUMNS + ["RawZ", "RawTheta"]
+PREDICTION_COLUMNS = ["NewZ", "NewTheta"]
+
+CACHE_DIR = REPO_ROOT / "data_cache" / "parsed"
+FINITE_COLUMNS = INPUT_COLUMNS + TARGET_COLUMNS
+"""Columns in which NaN or inf is a format error (the old network's output may be NaN)."""
+
+_CACHE_FORMAT = 1  # bump when the parsed representation changes; older cache files are re-parsed
+_NAN_STRINGS = ["nan", "NaN", "-nan", "-NaN", "NAN"]
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_HEADER_BYTES = 1 << 16
+
+
+class DataFormatError(UserError):
+    """A neuroresults file that cannot be read; the message is one line "path:line: what"."""
+
+    def __init__(self, path: str | Path, line: int | None, what: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.what = " ".join(str(what).split())
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {self.what}")
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    """Write a table with the 42 columns in the neuroresults format (gzip if the name ends in .gz)."""
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}")
+    path = Path(path)
+    header = "\t".join(COLUMNS) + "\n\n"
+    body = table[COLUMNS].to_csv(
+        sep="\t", header=False, index=False, float_format="%.7g", lineterminator="\n"
+    )
+    data = (header + body).encode()
+    if path.suffix == ".gz":
+        data = gzip.compress(data, compresslevel=1)
+    path.write_bytes(data)
+
+
+# --------------------------------------------------------------------------------------------- hashing
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 hex digest of the file's raw bytes; memoised per (resolved path, size, mtime_ns)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    with _HASH_LOCK:
+        known = _HASH_MEMO.get(key)
+    if known is not None:
+        return known
+    with open(resolved, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    with _HASH_LOCK:
+        _HASH_MEMO[key] = digest
+    return digest
+
+
+# --------------------------------------------------------------------------------------------- reading
+def read_neuroresults(
+    path: str | Path, columns: list[str] | None = None, cache_dir: Path | None = CACHE_DIR
+) -> dict[str, np.ndarray]:
+    """Read a neuroresults file (plain or gzip) into column arrays: ints int64, floats float32.
+
+    Returns the columns in file order (or in the order of `columns`). A prediction file (the 42
+    columns plus NewZ NewTheta) is read too. The parsed columns are cached in
+    `cache_dir/<sha256>.npz`, so a file is parsed once; `cache_dir=None` disables the cache.
+    """
+    path = Path(path)
+    wanted = _check_requested(columns)
+    _check_readable(path)
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"{file_hash(path)}.npz"
+        cached = _load_cache(cache_file, wanted)
+        if cached is not None:
+            return cached
+    table = _parse(path)
+    if cache_file is not None:
+        _store_cache(cache_file, table)
+    if wanted is None:
+        return table
+    absent = [c for c in wanted if c not in table]
+    if absent:
+        raise DataFormatError(path, 1, f"the file has no column {absent[0]!r}")
+    return {c: table[c] for c in wanted}
+
+
+def _check_requested(columns: list[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    known = set(COLUMNS) | set(PREDICTION_COLUMNS)
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise ValueError(f"unknown neuroresults columns requested: {unknown}")
+    return list(columns)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise DataFormatError(path, None, "file not found")
+    if path.is_dir():
+        raise DataFormatError(path, None, "is a directory, expected a neuroresults file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataFormatError(path, None, f"cannot open: {exc.strerror or exc}") from None
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic == _GZIP_MAGIC:
+        return True
+    if path.suffix == ".gz" and magic:
+        raise DataFormatError(path, 1, "not gzip data although the name ends in .gz")
+    return False
+
+
+def _dtypes(names: list[str]) -> dict[str, type]:
+    return {c: (np.int64 if c in INT_COLUMNS else np.float32) for c in names}
+
+
+def _csv_options(skip_line2: bool) -> dict:
+    # skip_blank_lines=False keeps a 1:1 map from DataFrame rows to file lines (row i is line first+i);
+    # a stray empty line then shows up as an error instead of silently shifting line numbers.
+    return dict(
+        sep="\t",
+        engine="c",
+        header=0,
+        skiprows=[1] if skip_line2 else None,
+        skip_blank_lines=False,
+        quoting=csv.QUOTE_NONE,
+        keep_default_na=False,
+        na_values=_NAN_STRINGS,
+    )
+
+
+def _parse(path: Path) -> dict[str, np.ndarray]:
+    """Parse and validate the whole file (no cache)."""
+    gz = _is_gzip(path)
+    header, line2 = _first_two_lines(path, gz)
+    names = _check_header(path, header)
+    if line2 == b"":
+        raise DataFormatError(path, 2, "no data rows (header only)")
+    skip_line2 = line2.strip(b"\r\n") == b""  # real files have an empty line 2; a missing one is tolerated
+    first_line = 3 if skip_line2 else 2
+    frame = _read_frame(path, gz, first_line, names)
+    if len(frame) == 0:
+        raise DataFormatError(path, first_line, "no data rows (header only)")
+    table = {name: frame[name].to_numpy() for name in names}
+    del frame  # the arrays are now the only users of the parsed buffers: hand them out without a copy
+    for name, values in table.items():
+        try:
+            values.flags.writeable = True  # pandas marks its views read-only (copy-on-write)
+        except ValueError:
+            values = values.copy()
+        table[name] = values if values.flags.c_contiguous else np.ascontiguousarray(values)
+    _check_finite(path, first_line, table)
+    return table
+
+
+def _read_frame(path: Path, gz: bool, first_line: int, names: list[str]) -> pd.DataFrame:
+    """The fast path: pandas' C parser with explicit dtypes; on failure find out what and where."""
+    options = _csv_options(first_line == 3)
+    if not gz:
+        try:
+            return pd.read_csv(path, dtype=_dtypes(names), compression=None, **options)
+        except (ValueError, OverflowError) as exc:
+            raise _diagnose(path, gz, first_line, names, exc) from None
+    with _GzipPump(path) as pump:
+        try:
+            frame = pd.read_csv(pump.reader, dtype=_dtypes(names), **options)
+        except (ValueError, OverflowError) as exc:
+            pump.finish()
+            pump.raise_for_error(path)  # a corrupt stream is the cause of the parse error
+            raise _diagnose(path, gz, first_line, names, exc) from None
+        pump.finish()
+        pump.raise_for_error(path)
+    return frame
+
+
+def _first_two_lines(path: Path, gz: bool) -> tuple[bytes, bytes]:
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
+            header = handle.readline(_MAX_HEADER_BYTES)
+            line2 = handle.readline(_MAX_HEADER_BYTES) if header.endswith(b"\n") else b""
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFormatError(path, 1, f"truncated or corrupt gzip data ({exc})") from None
+    if header == b"":
+        raise DataFormatError(path, 1, "empty file")
+    if len(header) >= _MAX_HEADER_BYTES and not header.endswith(b"\n"):
+        raise DataFormatError(path, 1, "line 1 is not a neuroresults header (too long)")
+    return header, line2
+
+
+def _check_header(path: Path, header: bytes) -> list[str]:
+    """The header must be exactly the 42 names in order (optionally followed by NewZ NewTheta)."""
+    names = header.rstrip(b"\r\n").decode("utf-8", errors="replace").split("\t")
+    if names in (COLUMNS, COLUMNS + PREDICTION_COLUMNS):
+        return names
+    for position, expected in enumerate(COLUMNS):
+        found = names[position] if position < len(names) else None
+        if found == expected:
+            continue
+        if expected not in names:
+            what = f"missing column {expected!r}"
+            if found is not None and found not in COLUMNS:
+                what += f" (found {found!r} as column {position + 1})"
+        elif found is None:
+            what = f"header ends after {len(names)} columns, expected {len(COLUMNS)}"
+        elif found in COLUMNS:
+            what = f"column {position + 1} is {found!r}, expected {expected!r} (columns out of order)"
+        else:
+            what = f"unexpected column {found!r} as column {position + 1}, expected {expected!r}"
+        raise DataFormatError(path, 1, what)
+    extra = names[len(COLUMNS):]
+    raise DataFormatError(
+        path, 1, f"unexpected extra columns {extra[:3]} after {COLUMNS[-1]!r} (only NewZ NewTheta may follow)"
+    )
+
+
+def _check_finite(path: Path, first_line: int, table: dict[str, np.ndarray]) -> None:
+    """NaN or inf in an input or a target is an error; report the earliest line (then column)."""
+    best: tuple[int, int, str] | None = None
+    for order, name in enumerate(FINITE_COLUMNS):
+        bad = ~np.isfinite(table[name])
+        if bad.any():
+            row = int(np.argmax(bad))
+            if best is None or (row, order) < best[:2]:
+                best = (row, order, name)
+    if best is not None:
+        row, _, name = best
+        value = table[name][row]
+        raise DataFormatError(path, first_line + row, f"column {name}: {value} is not a finite number")
+
+
+class _GzipPump:
+    """Inflate a gzip file in a thread into a pipe: zlib releases the GIL, so inflating overlaps with
+    pandas' tokenizer. Also handles multi-member files and records how far the data got on error."""
+
+    def __init__(self, path: Path) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            import fcntl
+
+            fcntl.fcntl(write_fd, 1031, 1 << 20)  # F_SETPIPE_SZ (Linux): fewer thread hand-overs
+        except (ImportError, OSError):
+            pass
+        self.reader = os.fdopen(read_fd, "rb")
+        self.error: BaseException | None = None
+        self.newlines = 0
+        self._thread = threading.Thread(target=self._run, args=(path, write_fd), daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path, write_fd: int) -> None:
+        try:
+            # the sink first: whatever fails after, closing it ends the parser's input
+            with os.fdopen(write_fd, "wb") as sink, open(path, "rb") as source:
+                inflater = zlib.decompressobj(wbits=31)
+                while chunk := source.read(1 << 20):
+                    while chunk:
+                        data = inflater.decompress(chunk)
+                        self.newlines += data.count(b"\n")
+                        sink.write(data)
+                        chunk = b""
+                        if inflater.eof and inflater.unused_data:  # next gzip member
+                            chunk = inflater.unused_data
+                            inflater = zlib.decompressobj(wbits=31)
+                if not inflater.eof:
+                    raise EOFError("compressed data ends before the end-of-stream marker")
+        except BrokenPipeError:
+            pass  # the parser stopped early (a format error); that error is the one to report
+        except Exception as exc:  # handed to the reading thread
+            self.error = exc
+
+    def finish(self) -> None:
+        """Close the reading end (unblocks the writer if the parser stopped early) and wait for it."""
+        self.reader.close()
+        self._thread.join()
+
+    def raise_for_error(self, path: Path) -> None:
+        if self.error is not None:
+            reason = str(self.error) or type(self.error).__name__
+            raise DataFormatError(path, self.newlines + 1, f"truncated or corrupt gzip data ({reason})")
+
+    def __enter__(self) -> _GzipPump:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.finish()
+
+
+def _read_text(path: Path, gz: bool) -> tuple[bytes, Exception | None]:
+    """The whole decompressed file, and the gzip error if it could not be inflated to the end."""
+    raw = path.read_bytes()
+    if not gz:
+        return raw, None
+    parts: list[bytes] = []
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        while raw:
+            parts.append(inflater.decompress(raw))
+            raw = inflater.unused_data if inflater.eof else b""
+            if raw:
+                inflater = zlib.decompressobj(wbits=31)
+        if not inflater.eof:
+            raise EOFError("compressed data ends before the end-of-stream marker")
+    except (zlib.error, EOFError) as exc:
+        return b"".join(parts), exc
+    return b"".join(parts), None
+
+
+def _line_bounds(text: bytes, count_fields: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Start, end (without the line break) and, if asked, field count of every line, vectorised."""
+    buf = np.frombuffer(text, dtype=np.uint8)
+    breaks = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [len(buf)]))
+    if text.endswith(b"\n"):
+        starts, ends = starts[:-1], ends[:-1]
+    carriage = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)
+    ends = ends - carriage
+    if not count_fields:
+        return starts, ends, None
+    tabs = np.flatnonzero(buf == 9)
+    fields = np.searchsorted(tabs, ends) - np.searchsorted(tabs, starts) + 1
+    fields[ends == starts] = 0
+    return starts, ends, fields
+
+
+def _diagnose(path: Path, gz: bool, first_line: int, names: list[str], exc: Exception) -> DataFormatError:
+    """Find line and column of the problem the fast parser tripped over (error path only)."""
+    text, gzip_error = _read_text(path, gz)
+    if gzip_error is not None:
+        return DataFormatError(
+            path, text.count(b"\n") + 1, f"truncated or corrupt gzip data ({gzip_error})"
+        )
+    _, _, fields = _line_bounds(text)
+    assert fields is not None
+    data_fields = fields[first_line - 1:]
+    bad = np.flatnonzero(data_fields != len(names))
+    if bad.size:
+        line = first_line + int(bad[0])
+        found = int(data_fields[bad[0]])
+        if found == 0:
+            return DataFormatError(path, line, f"empty line, expected {len(names)} tab-separated fields")
+        return DataFormatError(path, line, f"expected {len(names)} tab-separated fields, found {found}")
+    located = _locate_bad_value(text, first_line, names)
+    if located is not None:
+        return DataFormatError(path, *located)
+    return DataFormatError(path, None, f"cannot parse: {exc}")
+
+
+def _locate_bad_value(text: bytes, first_line: int, names: list[str]) -> tuple[int, str] | None:
+    """Line and message of the earliest field that is not a number (or not an integer where one is due)."""
+    options = _csv_options(first_line == 3)
+    frame = pd.read_csv(io.BytesIO(text), encoding_errors="replace", **options)  # dtypes inferred
+    best: tuple[int, int, str] | None = None
+    for order, name in enumerate(names):
+        column = frame[name]
+        is_int = name in INT_COLUMNS
+        if column.dtype == np.int64 or (not is_int and column.dtype == np.float64):
+            continue
+        suspects = _suspect_rows(column, is_int)
+        if suspects is None:  # the inferred values look fine: look at the text of this column itself
+            strings = pd.read_csv(
+                io.BytesIO(text), usecols=[name], dtype=str, na_filter=False, encoding_errors="replace",
+                **{**options, "keep_default_na": False, "na_values": None},
+            )[name]
+            suspects = _suspect_rows(strings, is_int, strict_text=True)
+        if suspects is not None and (best is None or (suspects, order) < best[:2]):
+            best = (suspects, order, name)
+    if best is None:
+        return None
+    row, _, name = best
+    value = str(frame[name].iloc[row])
+    if len(value) > 40:
+        value = value[:37] + "..."
+    kind = "an integer" if name in INT_COLUMNS else "a number"
+    return first_line + row, f"column {name}: {value!r} is not {kind}"
+
+
+def _suspect_rows(column: pd.Series, is_int: bool, strict_text: bool = False) -> int | None:
+    """Index of the first bad entry of one column, or None."""
+    if strict_text:
+        text = column.str.strip()
+        if is_int:
+            bad = ~text.str.fullmatch(r"[+-]?\d+")
+        else:
+            bad = pd.to_numeric(text, errors="coerce").isna() & ~text.isin(_NAN_STRINGS)
+    else:
+        numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.isnan(numbers) & column.notna().to_numpy()
+        if is_int:
+            bad |= ~np.isfinite(numbers) | (numbers != np.round(numbers))
+    bad = np.asarray(bad, dtype=bool)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+# --------------------------------------------------------------------------------------------- cache
+def _load_cache(cache_file: Path, wanted: list[str] | None) -> dict[str, np.ndarray] | None:
+    """The cached columns, or None if absent, unreadable or from another cache format."""
+    try:
+        with np.load(cache_file, allow_pickle=False) as archive:
+            if int(archive["__format__"]) != _CACHE_FORMAT:
+                return None
+            names = wanted if wanted is not None else [n for n in archive.files if n != "__format__"]
+            return {name: archive[name] for name in names}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _store_cache(cache_file: Path, table: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically (temp file + os.replace); a cache that cannot be written is skipped."""
+    tmp_name = None
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        prefix = cache_file.stem[:16] + "."
+        fd, tmp_name = tempfile.mkstemp(dir=cache_file.parent, prefix=prefix, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, __format__=np.array(_CACHE_FORMAT), **table)
+        os.replace(tmp_name, cache_file)
+        tmp_name = None
+    except OSError:
+        pass
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- writing
+_WRITE_CHUNK_ROWS = 1 << 16
+
+
+def write_predictions(src: str | Path, dst: str | Path, prediction: np.ndarray) -> None:
+    """Copy `src` to `dst` with two columns NewZ NewTheta (scaled) appended to every row.
+
+    Every input line stays byte-for-byte unchanged (line breaks included, and a missing one after the
+    last row stays missing); NaN is written as "nan"; values use the shortest representation that reads
+    back to the same number. `dst` is gzip if its name ends in .gz; it is replaced atomically.
+    """
+    src, dst = Path(src), Path(dst)
+    values = np.asarray(prediction)
+    if values.ndim != 2 or values.shape[1] != 2:
+        raise ValueError(f"prediction must have shape (N, 2), got {values.shape}")
+    _check_readable(src)
+    text, gzip_error = _read_text(src, _is_gzip(src))
+    if gzip_error is not None:
+        raise DataFormatError(src, text.count(b"\n") + 1, f"truncated or corrupt gzip data ({gzip_error})")
+    if not text:
+        raise DataFormatError(src, 1, "empty file")
+    starts, ends, _ = _line_bounds(text, count_fields=False)
+    header = text[starts[0]:ends[0]]
+    if header.decode("utf-8", errors="replace").split("\t") != COLUMNS:
+        _check_header(src, header)  # explains what is wrong
+        raise DataFormatError(src, 1, "already has NewZ NewTheta columns")
+    first = 2 if len(starts) > 1 and ends[1] == starts[1] else 1  # index of the first row's line
+    row_ends = ends[first:]
+    if len(row_ends) != len(values):
+        raise ValueError(f"{src} has {len(row_ends)} rows but the prediction has {len(values)}")
+    buf = np.frombuffer(text, dtype=np.uint8)
+    with _AtomicSink(dst) as sink:
+        sink.write(buf[:ends[0]])
+        sink.write(("\t" + "\t".join(PREDICTION_COLUMNS)).encode())
+        position = int(ends[0])
+        # chunks of rows bound the memory of the index arrays; there is no loop over single rows
+        for a in range(0, len(row_ends), _WRITE_CHUNK_ROWS):
+            b = min(a + _WRITE_CHUNK_ROWS, len(row_ends))
+            stop = int(starts[first + b]) if first + b < len(starts) else len(buf)
+            sink.write(_append_fields(buf[position:stop], row_ends[a:b] - position, values[a:b]))
+            position = stop
+        sink.write(buf[position:])
+
+
+def _append_fields(piece: np.ndarray, insert_at: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Insert "\tZ\tTheta" at the given offsets (the rows' line ends) of a block of file bytes."""
+    rows = len(values)
+    # shortest round-trip repr as fixed-width bytes; the NUL padding is dropped below
+    z = values[:, 0].astype("S").view(np.uint8).reshape(rows, -1)
+    theta = values[:, 1].astype("S").view(np.uint8).reshape(rows, -1)
+    tab = np.full((rows, 1), ord("\t"), dtype=np.uint8)
+    table = np.concatenate([tab, z, tab, theta], axis=1)
+    keep = table != 0
+    return np.insert(piece, np.repeat(insert_at, keep.sum(axis=1)), table[keep])
+
+
+class _AtomicSink:
+    """Write bytes (gzip-compressed if the name ends in .gz) to a temp file, renamed over `dst` on success."""
+
+    def __init__(self, dst: Path) -> None:
+        self._dst = dst
+        self._compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if dst.suffix == ".gz" else None
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=dst.name + ".", suffix=".tmp")
+        self._handle = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes | np.ndarray) -> None:
+        if self._compressor is not None:
+            data = self._compressor.compress(data)
+        self._handle.write(data)
+
+    def __enter__(self) -> _AtomicSink:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None and self._compressor is not None:
+                self._handle.write(self._compressor.flush())
+            self._handle.close()
+            if exc_type is None:
+                os.replace(self._tmp_name, self._dst)
+        finally:
+            Path(self._tmp_name).unlink(missing_ok=True)
