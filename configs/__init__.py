@@ -48,7 +48,7 @@ configs = {
         "extends": "baseline_v1",
         "description": "Baseline with tanh(x/2), the activation the FPGA implements.",
         "act": "tanh/2",
-        "epochs": 25,
+        "epochs": 200,
     },
     "baseline_v2_tanh": {
         "extends": "baseline_v2",

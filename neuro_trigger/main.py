@@ -1,0 +1,96 @@
+"""Command line: train the experts of a named config.
+
+    python neuro_trigger/main.py CONFIG [-p] [-s] [-d DESCRIPTION] [-m KEY=VALUE ...]
+
+Parses the arguments and calls `neuro_trigger.training.experts.train`; a mistake a user can make
+ends in one line on stderr and exit code 2, a failed expert in exit code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable without PYTHONPATH
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from neuro_trigger.errors import UserError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="neuro_trigger/main.py",
+        description="Train the NeuroTrigger experts of a config (see configs/__init__.py, --list).",
+    )
+    parser.add_argument("config", nargs="?", help="name of the config to train, e.g. baseline_v2")
+    parser.add_argument("-p", "--production", action="store_true",
+                        help="production run: every expert in parallel into log/<config>/version_N; "
+                             "without it a debug run: first expert only, in-process, at most 10 epochs, "
+                             "into /tmp/nt_pytorch_debug_log")
+    parser.add_argument("-s", "--solo", action="store_true",
+                        help="one network on the data of all experts (expert -1)")
+    parser.add_argument("-d", "--description", default=None,
+                        help="short description of the run (asked for on a terminal with -p if not given)")
+    parser.add_argument("-m", "--modify", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys, dotted for nested and per-expert keys, e.g. "
+                             "-m expert_2.batch_size=16 act=softsign dist.norm.std=0.3")
+    parser.add_argument("--list", action="store_true", help="list the configs with their parents and descriptions")
+    parser.add_argument("--resume", type=Path, metavar="RUN_FOLDER",
+                        help="continue an interrupted or failed run, e.g. log/baseline_v2/version_3: experts "
+                             "not finished go on from their last checkpoint, then the folder is completed")
+    parser.add_argument("--log-root", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def ask_description(args: argparse.Namespace) -> str:
+    if args.description is not None:
+        return args.description
+    if not args.production:
+        return ""
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            return input("Short description of this run: ").strip()
+        except EOFError:
+            return ""
+    print("no terminal and no -d: going on with an empty run description", file=sys.stderr)
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list:
+            from neuro_trigger.config import describe_configs
+
+            for name, parent, description in describe_configs():
+                print(f"{name:<34} {('<- ' + parent) if parent else '':<24} {description}")
+            return 0
+        if args.resume:
+            if args.config or args.modify or args.solo or args.production:
+                raise UserError("--resume continues a run as it was configured: give it no config, -p, -s or -m")
+            from neuro_trigger.training.experts import resume
+
+            result = resume(args.resume)
+            print(result.folder)
+            return 0 if result.ok else 1
+        if not args.config:
+            raise UserError("name a config to train (see --list)")
+        from neuro_trigger.config import resolve_config
+        from neuro_trigger.training.experts import train
+
+        resolve_config(args.config, args.modify, experts=[-1] if args.solo else None)  # fail before prompting
+        description = ask_description(args)
+        result = train(args.config, args.modify, production=args.production, solo=args.solo,
+                       description=description, log_root=args.log_root)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(result.folder)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
