@@ -52,8 +52,14 @@ def ask_description(args: argparse.Namespace) -> str:
             return input("Short description of this run: ").strip()
         except EOFError:
             return ""
-    print("no terminal and no -d: going on with an empty run description", file=sys.stderr)
     return ""
+
+
+def _no_description_note(args: argparse.Namespace) -> str | None:
+    """Said after the run (not before it, so that a mistake found on the way stays a one-line error)."""
+    if args.production and args.description is None and not (sys.stdin is not None and sys.stdin.isatty()):
+        return "no terminal and no -d: the run went on with an empty run description"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    note = _no_description_note(args)
+    if note:
+        print(note, file=sys.stderr)
     print(result.folder)
     return 0 if result.ok else 1
 

@@ -73,8 +73,6 @@ def data_paths(config: dict[str, Any]) -> dict[str, list[Path]]:
 def load_data(config: dict[str, Any], log_root: Path | None = None) -> dict[str, ColumnStore]:
     """Each split read once (cached parse); `compare_to` (a run under `log_root`) replaces the old predictions."""
     stores = {split: load_split(paths) for split, paths in data_paths(config).items()}
-    for split, store in stores.items():
-        log.info("%s: %d rows from %s", split, len(store), ", ".join(s["path"] for s in store.sources))
     if config.get("compare_to"):
         artifacts.apply_compare_to(stores, config["compare_to"], log_root or REPO_ROOT / "log")
     return stores
@@ -270,16 +268,27 @@ def _now() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
+class _Console(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and notebooks replace it between runs)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(folder: Path) -> logging.Handler:
     handler = logging.FileHandler(folder / "app.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_nt_console", False) for h in log.handlers):
-        console = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        console = _Console()
         console.setFormatter(logging.Formatter("%(message)s"))
-        console._nt_console = True  # type: ignore[attr-defined]
         log.addHandler(console)
     log.setLevel(logging.INFO)
     return handler
@@ -311,26 +320,30 @@ def train(
             c["epochs"] = min(c["epochs"], DEBUG_MAX_EPOCHS)
     root = Path(log_root) if log_root else (REPO_ROOT / "log" if production else DEBUG_ROOT)
     ensure_writable(root)
-    paths = data_paths(resolved["global"])  # fail on missing files before a folder is made
-    for split, ps in paths.items():
+    # every check a user's mistake can fail comes before a run folder is made
+    for split, ps in data_paths(resolved["global"]).items():
         for p in ps:
+            if p.is_dir():
+                raise UserError(f"data file for '{split}' is a directory: {p}")
             if not p.is_file():
                 raise UserError(f"data file for '{split}' not found: {p}")
+    stores = load_data(resolved["global"], root)
+    counts = check_rows(stores, resolved)
+    for key, config_ in resolved["experts"].items():
+        if config_.get("load_pre_trained_weights"):
+            artifacts.check_weights_file(config_["load_pre_trained_weights"], [key], resolved["experts"])
     folder = create_run_folder(root, resolved["name"])
     handler = _setup_logging(folder)
     try:
         log.info("run folder %s (%s, experts %s)", folder, "production" if production else "debug",
                  list(resolved["experts"]))
+        for split, store in stores.items():
+            log.info("%s: %d rows from %s", split, len(store), ", ".join(s["path"] for s in store.sources))
         resolved["description"] = description
         resolved["mode"] = "production" if production else "debug"
         artifacts.write_json(folder / "config.json", resolved)
         git_id = write_git_snapshot(folder, REPO_ROOT)
         log.info("git %s", git_id or "unavailable (see git_id.txt)")
-        stores = load_data(resolved["global"], root)
-        counts = check_rows(stores, resolved)
-        for key, config_ in resolved["experts"].items():
-            if config_.get("load_pre_trained_weights"):
-                artifacts.check_weights_file(config_["load_pre_trained_weights"], [key], resolved["experts"])
         artifacts.start_summary(folder, resolved, stores, git_id, description, started)
         return _run_and_assemble(folder, resolved, stores, counts, {}, show_progress, started)
     finally:
