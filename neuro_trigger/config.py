@@ -177,7 +177,7 @@ class _Origins:
             kind, label, *block = origin
             if kind == "override":
                 return f"-m {label}"
-            line = _line_of(self.source_file, label, (*block, *path[:n]))
+            line = _line_of(self.source_file, label, (*block, *path))  # the deepest key written there
             place = f"{_display(self.source_file)}:{line}: " if line else ""
             return f"{place}config '{label}'"
         return "config"
@@ -198,20 +198,22 @@ def _suggest(word: str, options: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- resolution
-def config_chain(name: str, configs: Mapping[str, dict]) -> list[str]:
-    """The `extends` chain of a config, root first."""
+def config_chain(name: str, configs: Mapping[str, dict], source_file: Path | None = None) -> list[str]:
+    """The `extends` chain of a config, root first. Errors name the `extends` line in `source_file`."""
     chain = [name]
     if name not in configs:
         raise ConfigError(f"unknown config '{name}'{_suggest(name, list(configs))}")
     while "extends" in configs[chain[-1]]:
         parent = configs[chain[-1]]["extends"]
+        line = _line_of(source_file, chain[-1], ("extends",))
+        place = f"{_display(source_file)}:{line}: " if line else ""
         if not isinstance(parent, str) or parent not in configs:
             raise ConfigError(
-                f"config '{chain[-1]}' extends unknown config '{parent}' (chain: {' -> '.join(chain)})"
+                f"{place}config '{chain[-1]}' extends unknown config '{parent}' (chain: {' -> '.join(chain)})"
                 f"{_suggest(str(parent), list(configs))}"
             )
         if parent in chain:
-            raise ConfigError(f"configs extend each other in a cycle: {' -> '.join([*chain, parent])}")
+            raise ConfigError(f"{place}configs extend each other in a cycle: {' -> '.join([*chain, parent])}")
         chain.append(parent)
     return chain[::-1]
 
@@ -270,9 +272,11 @@ def _check_key_path(parts: list[str], text: str) -> Key | None:
         rest = parts[1:]
         if not rest:
             raise ConfigError(f"-m {text}: name a key inside {parts[0]}, e.g. {parts[0]}.batch_size=16")
+        if rest[0] in PER_EXPERT_FORBIDDEN:
+            raise ConfigError(f"-m {text}: '{rest[0]}' cannot be set per expert")
     for i, part in enumerate(rest):
         if part not in schema:
-            where = ".".join(rest[:i]) or "the config"
+            where = ".".join(parts[:len(parts) - len(rest) + i]) or "the config"
             raise ConfigError(f"-m {text}: unknown key '{part}' in {where}{_suggest(part, list(schema))}")
         children = schema[part].children
         if children is None:
@@ -312,7 +316,7 @@ def resolve_config(
         source_file = None
     else:
         name, chain_configs = config, configs
-    chain = config_chain(name, chain_configs)
+    chain = config_chain(name, chain_configs, source_file)
 
     merged: dict[str, Any] = {}
     by_path: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -345,7 +349,9 @@ def resolve_config(
     _check_value(merged["experts"] if experts is None else trained, SCHEMA["experts"], "experts", origins,
                  ("experts",))
     per_expert: dict[str, dict[str, Any]] = {}
-    for expert in trained:
+    # blocks of experts not trained this time (a solo or a debug run) are checked whole all the same
+    untrained = [e for e in (int(k.removeprefix("expert_")) for k in expert_blocks) if e not in trained]
+    for expert in [*trained, *untrained]:
         key = f"expert_{expert}"
         cfg = copy.deepcopy(merged)
         block = expert_blocks.get(key, {})
@@ -363,22 +369,17 @@ def resolve_config(
                 expert_origins[tuple(parts)] = ("override", text)
         cfg["experts"] = trained
         cfg["expert"] = expert
+        for k in block:
+            if k in PER_EXPERT_FORBIDDEN:
+                raise ConfigError(f"{_Origins(source_file, expert_origins).where((k,))}: "
+                                  f"'{key}.{k}' cannot be set per expert")
         _validate({k: v for k, v in cfg.items() if k != "expert"}, SCHEMA,
                   _Origins(source_file, expert_origins), (), context=key)
-        per_expert[key] = cfg
-    # keys inside expert blocks of experts not trained are still checked for typos
-    for key, block in expert_blocks.items():
-        if key not in per_expert:
-            _validate_keys_only(block, origins, key)
+        if expert in trained:
+            per_expert[key] = cfg
 
     merged["experts"] = trained
     return {"name": name, "chain": chain, "global": merged, "experts": per_expert}
-
-
-def _validate_keys_only(block: Mapping, origins: _Origins, key: str) -> None:
-    for k in block:
-        if k not in SCHEMA or k in PER_EXPERT_FORBIDDEN:
-            raise ConfigError(f"{origins.where((key, k))}: unknown key '{key}.{k}'{_suggest(k, list(SCHEMA))}")
 
 
 def _validate(cfg: Mapping, schema: Mapping[str, Key], origins: _Origins, path: tuple[str, ...],
@@ -416,14 +417,16 @@ def _check_value(value: Any, spec: Key, dotted: str, origins: _Origins, here: tu
     if spec.children is not None:
         for k, v in value.items():
             if k not in spec.children:
-                raise ConfigError(f"{origins.where((*here, k))}: unknown key '{dotted}.{k}'"
+                shown = f"{context}.{dotted}.{k}" if context else f"{dotted}.{k}"
+                raise ConfigError(f"{origins.where((*here, k))}: unknown key '{shown}'"
                                   f"{_suggest(k, list(spec.children))}")
             _check_value(v, spec.children[k], f"{dotted}.{k}", origins, (*here, k), context)
         if dotted.endswith("dist"):
-            _check_dist(value, prefix)
+            _check_dist(value, prefix, origins, here, context)
 
 
-def _check_dist(dist: Mapping, prefix: str) -> None:
+def _check_dist(dist: Mapping, prefix: str, origins: _Origins, here: tuple[str, ...],
+                context: str | None = None) -> None:
     named = [d for d in registry.DISTRIBUTIONS if d in dist]
     if len(named) != 1:
         raise ConfigError(f"{prefix}: must name exactly one distribution of {list(registry.DISTRIBUTIONS)}, "
@@ -433,11 +436,16 @@ def _check_dist(dist: Mapping, prefix: str) -> None:
             raise ConfigError(f"{prefix}: lacks '{needed}'")
     params = dist[named[0]]
     need = ("mean", "std") if named[0] == "norm" else ("lower", "upper")
+    dotted = ".".join((*here, named[0]))
     lacking = [p for p in need if p not in params]
     if lacking:
-        raise ConfigError(f"{prefix}.{named[0]}: lacks {lacking}")
+        raise ConfigError(f"{origins.where((*here, named[0]))}: {context + ': ' if context else ''}"
+                          f"key '{dotted}': lacks {lacking}")
     if named[0] == "uniform" and params["lower"] >= params["upper"]:
-        raise ConfigError(f"{prefix}.uniform: lower ({params['lower']}) must be below upper ({params['upper']})")
+        # name where each bound was set: one of them may come from -m, the other from a config
+        places = dict.fromkeys(origins.where((*here, "uniform", bound)) for bound in ("lower", "upper"))
+        raise ConfigError(f"{' and '.join(places)}: {context + ': ' if context else ''}key '{dotted}': "
+                          f"lower ({params['lower']}) must be below upper ({params['upper']})")
 
 
 def describe_configs(configs: Mapping[str, dict] | None = None) -> list[tuple[str, str, str]]:

@@ -102,6 +102,7 @@ def read_neuroresults(
     path = Path(path)
     wanted = _check_requested(columns)
     _check_readable(path)
+    _is_gzip(path)  # a .gz name on plain text is an error, cached content or not
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{file_hash(path)}.npz"
