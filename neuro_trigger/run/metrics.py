@@ -11,28 +11,18 @@ import math
 
 import numpy as np
 
-from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
+from neuro_trigger.data.dataset import theta_to_deg, z_to_cm
 from neuro_trigger.errors import UserError
 
 
-def _to_physical(scaled: np.ndarray, lo_hi: tuple[float, float]) -> np.ndarray:
-    """Map scaled [-1, 1] values linearly onto ``lo_hi`` in float64.
-
-    The data layer's ``z_to_cm`` etc. keep the input dtype (float32 columns), too coarse for sums
-    over millions of residuals; the ranges are the data layer's.
-    """
-    lo, hi = lo_hi
-    return lo + (np.asarray(scaled, dtype=np.float64) + 1.0) * (0.5 * (hi - lo))
-
-
 def _z_to_cm(scaled: np.ndarray) -> np.ndarray:
-    """Scaled z → cm (float64)."""
-    return _to_physical(scaled, Z_RANGE_CM)
+    """Scaled z → cm in float64: the float32 columns are too coarse for sums over millions of residuals."""
+    return z_to_cm(np.asarray(scaled, dtype=np.float64))
 
 
 def _theta_to_deg(scaled: np.ndarray) -> np.ndarray:
-    """Scaled theta → degrees (float64)."""
-    return _to_physical(scaled, THETA_RANGE_DEG)
+    """Scaled theta → degrees in float64."""
+    return theta_to_deg(np.asarray(scaled, dtype=np.float64))
 
 
 def trimmed_std(x: np.ndarray, trim: float = 0.05) -> float:
