@@ -29,6 +29,21 @@ class ProgressReport(L.Callback):
         self._send(trainer, "training")
 
 
+class ThreadShare(L.Callback):
+    """Follows the CPU thread count the runner grants (a shared integer), at each epoch start:
+    when other experts finish, the ones still training take over the freed cores."""
+
+    def __init__(self, threads) -> None:
+        self.threads = threads
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import torch
+
+        wanted = self.threads.value
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
+
+
 class TensorBoardPlots(L.Callback):
     """Every `every` epochs, the validation plots of the expert go to TensorBoard as images."""
 

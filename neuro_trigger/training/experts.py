@@ -113,12 +113,13 @@ def _expert_logging(folder: Path, key: str) -> logging.Handler:
 
 
 def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
-               report=None, resume_from: Path | None = None) -> dict[str, Any]:
+               report=None, resume_from: Path | None = None, threads=None) -> dict[str, Any]:
     """Train one expert of the run in `folder` and write its part of the folder; returns its status.
 
     Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
     `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
-    the number of epochs done, and KeyboardInterrupt is raised.
+    the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
+    the CPU thread count the runner grants this expert; it is read at every epoch start.
     """
     import lightning as L
     import torch
@@ -151,7 +152,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     module = ExpertModule(config)
     if config.get("load_pre_trained_weights"):
         artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
-    trainer, checkpoint = build_trainer(config, expert_dir, report)
+    trainer, checkpoint = build_trainer(config, expert_dir, report, threads)
     earlier_metrics = None
     if resume_from is not None:
         log.info("%s: resuming from %s", key, resume_from)
@@ -205,13 +206,13 @@ def _prepend_metrics(expert_dir: Path, earlier) -> None:
     merged.to_csv(expert_dir / "csv" / "metrics.csv", index=False)
 
 
-def build_trainer(config: dict[str, Any], expert_dir: Path, report=None):
+def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None):
     """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from neuro_trigger.training.callbacks import ProgressReport, TensorBoardPlots
+    from neuro_trigger.training.callbacks import ProgressReport, TensorBoardPlots, ThreadShare
 
     checkpoint = ModelCheckpoint(dirpath=expert_dir / "ckpts", filename="best-{epoch}", monitor="val_loss",
                                  mode="min", save_top_k=1, save_last=True)
@@ -224,7 +225,8 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None):
         callbacks=[checkpoint,
                    EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
-                   TensorBoardPlots(config["plot_every"], config["out_size"])],
+                   TensorBoardPlots(config["plot_every"], config["out_size"])]
+        + ([ThreadShare(threads)] if threads is not None else []),
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -233,7 +235,7 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None):
     return trainer, checkpoint
 
 
-def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads: int, progress,
+def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, progress,
            resume_from: Path | None) -> None:
     """Entry point of an expert process: its output goes to its own log, its status to status.json."""
     import torch
@@ -242,10 +244,10 @@ def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads: i
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     _expert_logging(folder, key)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads.value)
     stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
     try:
-        run_expert(folder, key, stores, progress.put, resume_from)
+        run_expert(folder, key, stores, progress.put, resume_from, threads)
     except KeyboardInterrupt:
         progress.put({"expert": key, "status": "interrupted"})
         sys.exit(130)  # the parent marks an expert interrupted before its training started
@@ -438,12 +440,12 @@ def cpu_cores() -> int:
 def threads_per_expert(slots: int) -> int:
     """CPU threads for each of `slots` experts training at once.
 
-    The networks are tiny: a second thread buys little and, on a busy machine, OpenMP threads
-    waiting for a core cost far more than they give (measured: 1.8 ms per batch-2048 step with
-    one thread, 57 ms with two while other processes kept both cores busy). So: half the cores
-    shared out, at most 4 per expert.
+    The cores are shared out, never more threads than cores in all: an OpenMP thread waiting
+    for a core costs far more than it gives (measured: 1.8 ms per batch-2048 step with one
+    thread, 57 ms with two while other processes kept both cores busy; on a quiet machine two
+    threads gave 1.5x one). At most 4: the networks are too small to use more.
     """
-    return max(1, min(4, cpu_cores() // (2 * slots)))
+    return max(1, min(4, cpu_cores() // slots))
 
 
 def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
@@ -459,8 +461,8 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
     slots = min(workers, len(keys))
     if not torch.cuda.is_available():
         slots = min(slots, cpu_cores())
-    threads = threads_per_expert(slots)
-    log.info("%d expert processes at a time, %d CPU thread(s) each", slots, threads)
+    threads = mp.get_context("spawn").Value("i", threads_per_expert(slots))
+    log.info("%d expert processes at a time, %d CPU thread(s) each", slots, threads.value)
     shared = {split: store.to_shared() for split, store in stores.items()}
     ctx = mp.get_context("spawn")
     progress = ctx.Queue()
@@ -483,6 +485,9 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
             for key, proc in list(running.items()):
                 if proc.exitcode is not None:
                     del running[key]
+                    if not pending and running and not torch.cuda.is_available():
+                        # the last experts take over the freed cores from their next epoch on
+                        threads.value = threads_per_expert(len(running))
                     _record_exit(folder, key, proc.exitcode)
                     status = _status_of(folder, key)
                     if status != "finished":
