@@ -440,12 +440,13 @@ def cpu_cores() -> int:
 def threads_per_expert(slots: int) -> int:
     """CPU threads for each of `slots` experts training at once.
 
-    The cores are shared out, never more threads than cores in all: an OpenMP thread waiting
-    for a core costs far more than it gives (measured: 1.8 ms per batch-2048 step with one
-    thread, 57 ms with two while other processes kept both cores busy; on a quiet machine two
-    threads gave 1.5x one). At most 4: the networks are too small to use more.
+    Half the cores are shared out, at most 4 per expert: the networks are tiny, and an OpenMP
+    thread waiting for a core costs far more than it gives. Measured on 2 cores, batch 2048:
+    one thread 1.8 ms per step, two threads 57 ms while other processes kept both cores busy
+    (benchmark: 470k vs 129k samples/s with other work running; 466k vs 684k on a quiet machine).
+    The risk of a 4x loss outweighs a 1.5x gain, so a 2-core machine trains one thread per expert.
     """
-    return max(1, min(4, cpu_cores() // slots))
+    return max(1, min(4, cpu_cores() // (2 * slots)))
 
 
 def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
