@@ -1,0 +1,48 @@
+"""The benchmark (benchmarks/run.py) runs end to end in --quick mode and reports every row; no timing is checked."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from neuro_trigger import REPO_ROOT
+
+ROWS = {
+    "parse_gz_vs_loadtxt", "parse_gz_vs_decompress", "parse_plain_vs_loadtxt", "cache_reload",
+    "filter_duplicate_events", "filter_max2_events", "bucket_sampler",
+    "train_bs2048_vs_raw", "train_bs128_vs_raw", "train_bs16_vs_raw", "train_bs2048_vs_per_sample",
+    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "main_baseline_v2",
+    "info_threads_1_vs_2", "info_chunks_vs_single_batches",
+}
+OPTIONAL = {"main_baseline_v2"}  # minutes long: only with --with-main
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_benchmark_reports_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script must find the package itself
+    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--json", str(out)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    rows = {row["id"]: row for row in results["rows"]}
+    assert set(rows) == ROWS
+    for row_id, row in rows.items():
+        if row["skipped"]:
+            assert row_id in OPTIONAL, row_id
+            continue
+        assert is_number(row["figure"]), row
+        if row_id not in OPTIONAL:
+            assert is_number(row["reference_figure"]) and is_number(row["ratio"]), row
+            assert row["reference"] and row["target"], row
+        assert row["met"] is None or isinstance(row["met"], bool), row
+    for row in rows.values():
+        assert row["what"] in results["table"], row["what"]
+    assert results["machine"]["cores"] >= 1 and results["command"].endswith(str(out))
+    assert "| what |" in done.stdout
