@@ -493,6 +493,7 @@ class Trainbench:
         import torch
 
         from neuro_trigger import registry
+        from neuro_trigger.training.batches import EVAL_SLICE_ROWS
 
         c = self.config(batch_size, 1)
         torch.manual_seed(c["seed"])
@@ -519,7 +520,7 @@ class Trainbench:
                 optimizer.step()
             trained = time.perf_counter()
             with torch.no_grad():
-                pred = torch.cat([model(xv[i:i + 262144]) for i in range(0, len(xv), 262144)])
+                pred = torch.cat([model(xv[i:i + EVAL_SLICE_ROWS]) for i in range(0, len(xv), EVAL_SLICE_ROWS)])
                 float(loss_fn(pred, yv))
             if epoch >= warmup:
                 training.append(trained - start)
@@ -903,28 +904,35 @@ def machine() -> dict[str, Any]:
 
 
 # ============================================================================================ main
-def in_process_rows(data: dict[str, list[str]], tmp: Path, sizes: Sizes, seed: int) -> list[Row]:
+def in_process_rows(data: dict[str, list[str]], tmp: Path, sizes: Sizes, seed: int, only: set[str]) -> list[Row]:
     """The rows measured in this process: parsing, cache, filters, sampler, training throughput."""
     from neuro_trigger.data.dataset import load_split
 
     train_gz = Path(data["train"][0])
-    log("parsing")
-    rows = stage(lambda: bench_parse(train_gz, tmp, sizes))
+    rows: list[Row] = []
     cache = tmp / "cache"
-    rows += stage(lambda: bench_cache(train_gz, cache, sizes))
+    if "parse" in only:
+        log("parsing")
+        rows += stage(lambda: bench_parse(train_gz, tmp, sizes))
+        rows += stage(lambda: bench_cache(train_gz, cache, sizes))
+    if not only & {"filters", "sampler", "training"}:
+        return rows
     stores = {split: load_split(data[split], cache_dir=cache) for split in ("train", "val")}
-    log("filters")
-    rows += stage(lambda: bench_filters(stores["train"], sizes))
-    log("sampler")
-    rows += stage(lambda: bench_sampler(stores["train"].y[:, 0].copy(), sizes, seed))
-    bench = Trainbench(data, stores, tmp)
-    training = {bs: stage(lambda bs=bs: [bench_training(bench, bs, sizes)])[0] for bs in TRAIN_TARGETS}
-    rows += training.values()
-    ours_2048, ours_128 = training[2048].figure, training[128].figure
-    ours_2048_training = training[2048].extra["ours_training_rate"]
-    rows += stage(lambda: [bench_per_sample(bench, ours_2048, ours_2048_training, sizes)])
-    rows += stage(lambda: [bench_threads(bench, ours_2048, sizes)])
-    rows += stage(lambda: [bench_chunks(bench, ours_128, sizes)])
+    if "filters" in only:
+        log("filters")
+        rows += stage(lambda: bench_filters(stores["train"], sizes))
+    if "sampler" in only:
+        log("sampler")
+        rows += stage(lambda: bench_sampler(stores["train"].y[:, 0].copy(), sizes, seed))
+    if "training" in only:
+        bench = Trainbench(data, stores, tmp)
+        training = {bs: stage(lambda bs=bs: [bench_training(bench, bs, sizes)])[0] for bs in TRAIN_TARGETS}
+        rows += training.values()
+        ours_2048, ours_128 = training[2048].figure, training[128].figure
+        ours_2048_training = training[2048].extra["ours_training_rate"]
+        rows += stage(lambda: [bench_per_sample(bench, ours_2048, ours_2048_training, sizes)])
+        rows += stage(lambda: [bench_threads(bench, ours_2048, sizes)])
+        rows += stage(lambda: [bench_chunks(bench, ours_128, sizes)])
     return rows
 
 
@@ -943,12 +951,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _quiet_lightning()
         log(f"generating {sizes.tracks:,} tracks for train and val (toy MC + write_table) into {tmp}")
-        data = make_data(tmp / "data", sizes.tracks, ("train", "val"), args.seed)
-        rows += in_process_rows(data, tmp, sizes, args.seed)
-        log(f"generating {sizes.run_tracks:,} tracks per split for the whole runs")
-        run_data = make_data(tmp / "run_data", sizes.run_tracks, ("train", "val", "test"), args.seed + 1)
-        rows += bench_runs(run_data, tmp, sizes)
-        rows.append(bench_main(tmp, args.quick) if args.with_main else skipped_main())
+        only = set(args.only)
+        if only & {"parse", "filters", "sampler", "training"}:
+            data = make_data(tmp / "data", sizes.tracks, ("train", "val"), args.seed)
+            rows += in_process_rows(data, tmp, sizes, args.seed, only)
+        if "runs" in only:
+            log(f"generating {sizes.run_tracks:,} tracks per split for the whole runs")
+            run_data = make_data(tmp / "run_data", sizes.run_tracks, ("train", "val", "test"), args.seed + 1)
+            rows += bench_runs(run_data, tmp, sizes)
+        if "main" in only:
+            rows.append(bench_main(tmp, args.quick) if args.with_main else skipped_main())
         rows.sort(key=lambda r: ROW_IDS.index(r.id))  # the table's fixed order
     finally:
         if args.keep:
@@ -968,6 +980,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+GROUPS = ("parse", "filters", "sampler", "training", "runs", "main")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--tracks", type=int, default=None, help="tracks per split (default 1,000,000)")
@@ -976,6 +991,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument("--seed", type=int, default=1, help="toy MC base seed")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS), metavar="GROUP",
+                        help=f"measure only these groups of rows, out of {', '.join(GROUPS)} (default all)")
     parser.add_argument("--train-job", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tracks is None and not args.quick:

@@ -14,6 +14,9 @@ import torch
 from neuro_trigger.data.sampling import BucketSampler
 
 SAMPLES_PER_CHUNK = 16384  # about 1 ms of work per Lightning step on one CPU core
+# Rows per validation or prediction slice: activations of 16384 x 81 floats stay in the CPU caches;
+# 262144-row slices made the same pass twice as slow (0.60 s vs 0.30 s for 670k rows on one core).
+EVAL_SLICE_ROWS = 16384
 
 
 def chunk_size(batch_size: int) -> int:
@@ -84,7 +87,7 @@ class EvalBatches:
     """All rows of one split for one expert, in large slices, in row order: for validation and prediction."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, y_old: torch.Tensor, rows: np.ndarray,
-                 device: torch.device | None = None, slice_rows: int = 262144) -> None:
+                 device: torch.device | None = None, slice_rows: int = EVAL_SLICE_ROWS) -> None:
         device = device or torch.device("cpu")
         self.x, self.y, self.index = device_columns(x, y, rows, device)
         self.y_old = y_old.index_select(0, torch.from_numpy(np.asarray(rows, dtype=np.int64))).to(device)
