@@ -26,6 +26,16 @@ from neuro_trigger.errors import UserError
 SAMPLE = Path(__file__).parents[1] / ".." / "shared" / "data" / "neuroresults_sample.tsv"
 
 
+@pytest.fixture(autouse=True, params=["one block", "many blocks"])
+def blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: files read as one parsing block, and cut into blocks of a few lines
+    (read in pieces smaller than a line), parsed in parallel and joined again."""
+    if request.param == "many blocks":
+        monkeypatch.setattr(nr, "_BLOCK_BYTES", 700)
+        monkeypatch.setattr(nr, "_PIECE_BYTES", 256)
+    return request.param
+
+
 def make_table(n: int, seed: int = 0) -> pd.DataFrame:
     """A small table in file order, plausible values (drift times on the 1/256 grid, zeros for absent SLs)."""
     rng = np.random.default_rng(seed)
@@ -78,6 +88,18 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     write_table(table, path)
     assert_matches(read_neuroresults(path, cache_dir=None), table)
+
+
+def test_large_file_in_many_gzip_members_is_read_whole(tmp_path: Path, blocks: str) -> None:
+    table = make_table(3000, seed=4)
+    data = text_of(table, tmp_path)
+    cut = data.index(b"\n", len(data) // 3) + 1
+    path = tmp_path / "members.gz"
+    path.write_bytes(gzip.compress(data[:cut]) + gzip.compress(data[cut:len(data) // 2]) + gzip.compress(
+        data[len(data) // 2:]))  # the second member ends mid-line
+    assert_matches(read_neuroresults(path, cache_dir=None), table)
+    if blocks == "many blocks":
+        assert len(list(nr._blocks(nr._text_pieces(path, True, 2), b"header\n"))) > 100
 
 
 def test_column_subset_in_requested_order(tmp_path: Path) -> None:
