@@ -136,39 +136,66 @@ def apply_compare_to(stores: dict[str, ColumnStore], compare_to: str, log_root: 
 
 
 # ---------------------------------------------------------------------------------------------- per expert
+PLOT_SPLITS = ("val", "test")
+
+
 def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
-                         stores: dict[str, ColumnStore]) -> None:
-    """Predictions of the best network for the expert's rows, metrics per split, plots, weights."""
+                         stores: dict[str, ColumnStore], plots: bool = True) -> None:
+    """Predictions of the best network for the expert's rows, metrics per split, weights, and (unless
+    `plots` is False: a parallel run draws them in jobs of their own) the plots."""
     import torch
 
     from neuro_trigger.training.experts import expert_rows
 
     out = config["out_size"]
-    filtered = config["filter"].split(".")[-1] != "IdentityFilter()"
+    filtered = _is_filtered(config)
     for split, store in stores.items():
         rows = expert_rows(store, config, filtered=False)
         pred = module.predict(torch.from_numpy(store.x[rows])).numpy()
         np.savez(expert_dir / f"prediction_{split}.npz", rows=rows, pred=pred)
         y, y_old = store.y[rows, :out], store.y_old[rows, :out]
         result = {"unfiltered": split_metrics(y, pred, y_old, config["loss"])}
-        keep = np.isin(rows, expert_rows(store, config)) if filtered else np.ones(len(rows), bool)
         if filtered:
+            keep = np.isin(rows, expert_rows(store, config))
             result["filtered"] = split_metrics(y[keep], pred[keep], y_old[keep], config["loss"])
         write_json(expert_dir / f"result_{split}.json", result)
-        if split in ("val", "test"):
-            figures = prediction_figures(y[keep], pred[keep], y_old[keep], out)
-            save_figures(figures, expert_dir / "plots" / split)
     write_json(expert_dir / "weights.json", weights_to_json(module.model.state_dict()))
+    if plots:
+        for split in PLOT_SPLITS:
+            if split in stores:
+                write_expert_plots(expert_dir, config, stores[split], split)
+
+
+def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str) -> None:
+    """The figures of one expert on one split (the rows its filter keeps), from its saved predictions."""
+    from neuro_trigger.training.experts import expert_rows
+
+    out = config["out_size"]
+    part = np.load(expert_dir / f"prediction_{split}.npz", allow_pickle=False)
+    rows, pred = part["rows"], part["pred"]
+    keep = np.isin(rows, expert_rows(store, config)) if _is_filtered(config) else np.ones(len(rows), bool)
+    y, y_old = store.y[rows, :out], store.y_old[rows, :out]
+    figures = prediction_figures(y[keep], pred[keep], y_old[keep], out)
+    save_figures(figures, expert_dir / "plots" / split)
+
+
+def _is_filtered(config: dict[str, Any]) -> bool:
+    return config["filter"].split(".")[-1] != "IdentityFilter()"
 
 
 # ---------------------------------------------------------------------------------------------- run level
 def _versions() -> dict[str, str]:
-    import lightning
-    import pandas
-    import torch
+    """From the installed packages' metadata: importing lightning just for its version takes 3 s."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
-            "numpy": np.__version__, "pandas": pandas.__version__}
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"python": platform.python_version(), **{name: installed(name) for name in
+                                                     ("torch", "lightning", "numpy", "pandas")}}
 
 
 def start_summary(folder: Path, resolved: dict, stores: dict[str, ColumnStore], git_id: str | None,
@@ -199,7 +226,6 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None) -> dict
     """Combine every expert's part into prediction files, weights.json and summary.json."""
     import torch
 
-    from neuro_trigger.training.callbacks import log_mean_over_experts
     from neuro_trigger.training.experts import expert_rows, load_data
 
     resolved = json.loads((folder / "config.json").read_text())
@@ -262,3 +288,28 @@ def _write_prediction_table(store: ColumnStore, pred: np.ndarray, dst: Path) -> 
                 data = data.split(b"\n", 2)[2]  # header and the empty line only once
             out.write(data)
             start += source["rows"]
+
+
+def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | None:
+    """Average each epoch-level metric over the experts (from their CSV logs) into mean_expert/ for
+    TensorBoard. Written with torch's SummaryWriter: the run's parent process never imports lightning."""
+    import pandas as pd
+    from torch.utils.tensorboard import SummaryWriter
+
+    frames = []
+    for key in expert_keys:
+        csv = run_folder / key / "csv" / "metrics.csv"
+        if csv.exists():
+            table = pd.read_csv(csv)
+            if "epoch" in table:
+                frames.append(table.groupby("epoch").mean(numeric_only=True).drop(columns="step", errors="ignore"))
+    if not frames:
+        return None
+    mean = pd.concat(frames).groupby(level=0).mean()
+    log_dir = run_folder / "mean_expert"
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        for epoch, row in mean.iterrows():
+            for name, value in row.items():
+                if not math.isnan(value):
+                    writer.add_scalar(str(name), float(value), global_step=int(epoch))
+    return log_dir

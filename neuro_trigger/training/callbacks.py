@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning as L
-import pandas as pd
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from neuro_trigger.run.plots import figure_to_array, prediction_figures
@@ -62,22 +60,3 @@ class TensorBoardPlots(L.Callback):
         pred, y, y_old = (t.detach().cpu().numpy() for t in validation)
         for name, fig in prediction_figures(y, pred, y_old, self.out_size).items():
             loggers[0].experiment.add_image(f"val/{name}", figure_to_array(fig), epoch, dataformats="HWC")
-
-
-def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | None:
-    """Average each epoch-level metric over the experts (from their CSV logs) into mean_expert/ for TensorBoard."""
-    frames = []
-    for key in expert_keys:
-        csv = run_folder / key / "csv" / "metrics.csv"
-        if csv.exists():
-            table = pd.read_csv(csv)
-            if "epoch" in table:
-                frames.append(table.groupby("epoch").mean(numeric_only=True).drop(columns="step", errors="ignore"))
-    if not frames:
-        return None
-    mean = pd.concat(frames).groupby(level=0).mean()
-    logger = TensorBoardLogger(save_dir=str(run_folder), name="mean_expert", version="", default_hp_metric=False)
-    for epoch, row in mean.iterrows():
-        logger.log_metrics({k: float(v) for k, v in row.items() if not math.isnan(v)}, step=int(epoch))
-    logger.finalize("success")
-    return Path(logger.log_dir)

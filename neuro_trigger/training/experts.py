@@ -113,13 +113,14 @@ def _expert_logging(folder: Path, key: str) -> logging.Handler:
 
 
 def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
-               report=None, resume_from: Path | None = None, threads=None) -> dict[str, Any]:
+               report=None, resume_from: Path | None = None, threads=None, plots: bool = True) -> dict[str, Any]:
     """Train one expert of the run in `folder` and write its part of the folder; returns its status.
 
     Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
     `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
     the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
-    the CPU thread count the runner grants this expert; it is read at every epoch start.
+    the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
+    False leaves the figures to artifacts.write_expert_plots (a parallel run draws them in jobs of their own).
     """
     import lightning as L
     import torch
@@ -177,7 +178,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu")
-    artifacts.write_expert_results(expert_dir, module, config, stores)
+    artifacts.write_expert_results(expert_dir, module, config, stores, plots=plots)
     status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
                   best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
                   else math.nan, ended=_now())
@@ -247,7 +248,7 @@ def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, p
     torch.set_num_threads(threads.value)
     stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
     try:
-        run_expert(folder, key, stores, progress.put, resume_from, threads)
+        run_expert(folder, key, stores, progress.put, resume_from, threads, plots=False)
     except KeyboardInterrupt:
         progress.put({"expert": key, "status": "interrupted"})
         sys.exit(130)  # the parent marks an expert interrupted before its training started
@@ -255,6 +256,22 @@ def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, p
         log.error("%s failed:\n%s", key, traceback.format_exc())
         _write_failure(folder, key, error)
         progress.put({"expert": key, "status": "failed", "error": str(error)})
+        sys.exit(1)
+
+
+def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns) -> None:
+    """Entry point of a plotting job: the figures of one finished expert on one split."""
+    log_fd = os.open(folder / f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    _expert_logging(folder, key)
+    config = json.loads((folder / "config.json").read_text())["experts"][key]
+    try:
+        artifacts.write_expert_plots(folder / key, config, ColumnStore.from_shared(handle), split)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
+        log.error("%s: the %s plots failed:\n%s", key, split, traceback.format_exc())
         sys.exit(1)
 
 
@@ -322,6 +339,8 @@ def train(
             c["epochs"] = min(c["epochs"], DEBUG_MAX_EPOCHS)
     root = Path(log_root) if log_root else (REPO_ROOT / "log" if production else DEBUG_ROOT)
     ensure_writable(root)
+    if production:
+        start_process_server()
     # every check a user's mistake can fail comes before a run folder is made
     for split, ps in data_paths(resolved["global"]).items():
         for p in ps:
@@ -390,6 +409,7 @@ def resume(folder: Path, show_progress: bool = True) -> RunResult:
     summary = artifacts.read_json(folder / "summary.json", "--resume")
     handler = _setup_logging(folder)
     try:
+        start_process_server()
         stores = load_data(resolved["global"], folder.parent.parent)
         for split, store in stores.items():
             recorded = [s["sha256"] for s in summary["data"][split]]
@@ -449,6 +469,31 @@ def threads_per_expert(slots: int) -> int:
     return max(1, min(4, cpu_cores() // (2 * slots)))
 
 
+# What every expert process needs, imported once in the fork server: a process forked from it starts
+# in a fraction of a second instead of the 5-7 s a fresh interpreter takes to import torch and lightning.
+PRELOAD = ["torch", "lightning", "matplotlib.pyplot", "neuro_trigger.training.experts",
+           "neuro_trigger.training.module", "neuro_trigger.training.callbacks", "neuro_trigger.run.artifacts"]
+
+
+def process_context() -> mp.context.BaseContext:
+    """Where expert processes come from: a fork server that has imported PRELOAD (Linux, macOS), else
+    fresh interpreters (spawn). Nothing in the server touches CUDA or starts threads, so forking it is safe."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def start_process_server() -> None:
+    """Start the fork server now, so that its imports overlap with loading the data."""
+    if "forkserver" in mp.get_all_start_methods():
+        process_context()
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
                   resume_from: dict[str, Path | None], show: bool) -> None:
     """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
@@ -462,37 +507,52 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
     slots = min(workers, len(keys))
     if not torch.cuda.is_available():
         slots = min(slots, cpu_cores())
-    threads = mp.get_context("spawn").Value("i", threads_per_expert(slots))
+    ctx = process_context()
+    threads = ctx.Value("i", threads_per_expert(slots))
     log.info("%d expert processes at a time, %d CPU thread(s) each", slots, threads.value)
     shared = {split: store.to_shared() for split, store in stores.items()}
-    ctx = mp.get_context("spawn")
     progress = ctx.Queue()
     view = ProgressView(keys, show)
-    pending = list(keys)
-    running: dict[str, Any] = {}
+    # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
+    # its figures. Plots as jobs of their own keep both cores busy while the last experts train.
+    pending: list[tuple[str, ...]] = [("train", key) for key in keys]
+    running: dict[tuple[str, ...], Any] = {}
     try:
         while pending or running:
             while pending and len(running) < slots:
-                key = pending.pop(0)
-                proc = ctx.Process(target=_child, name=key,
-                                   args=(folder, key, shared, threads, progress, resume_from.get(key)))
+                job = pending.pop(0)
+                if job[0] == "train":
+                    proc = ctx.Process(target=_child, name=job[1],
+                                       args=(folder, job[1], shared, threads, progress, resume_from.get(job[1])))
+                    view.update({"expert": job[1], "status": "started"})
+                else:
+                    proc = ctx.Process(target=_plot_child, name=f"{job[1]}-{job[2]}-plots",
+                                       args=(folder, job[1], job[2], shared[job[2]]))
                 proc.start()
-                running[key] = proc
-                view.update({"expert": key, "status": "started"})
+                running[job] = proc
             try:
                 view.update(progress.get(timeout=0.5))
             except queue_module.Empty:
                 pass
-            for key, proc in list(running.items()):
-                if proc.exitcode is not None:
-                    del running[key]
-                    if not pending and running and not torch.cuda.is_available():
-                        # the last experts take over the freed cores from their next epoch on
-                        threads.value = threads_per_expert(len(running))
-                    _record_exit(folder, key, proc.exitcode)
-                    status = _status_of(folder, key)
-                    if status != "finished":
-                        view.update({"expert": key, "status": status})
+            for job, proc in list(running.items()):
+                if proc.exitcode is None:
+                    continue
+                del running[job]
+                if not pending and running and not torch.cuda.is_available():
+                    # the last experts take over the freed cores from their next epoch on
+                    threads.value = threads_per_expert(len(running))
+                key = job[1]
+                if job[0] == "plots":
+                    if proc.exitcode != 0:
+                        log.warning("%s: the %s plots failed (exit code %s), see %s.log", key, job[2],
+                                    proc.exitcode, key)
+                    continue
+                _record_exit(folder, key, proc.exitcode)
+                status = _status_of(folder, key)
+                if status != "finished":
+                    view.update({"expert": key, "status": status})
+                else:
+                    pending += [("plots", key, split) for split in artifacts.PLOT_SPLITS if split in shared]
         while True:
             try:
                 view.update(progress.get_nowait())
@@ -504,14 +564,16 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGINT)
         deadline = time.time() + 20
-        for key, proc in running.items():
+        for job, proc in running.items():
             proc.join(max(0.1, deadline - time.time()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-            _record_exit(folder, key, proc.exitcode, interrupted=True)
-        for key in pending:
-            artifacts.write_json(folder / key / "status.json", {"status": "interrupted", "epochs_done": 0})
+            if job[0] == "train":
+                _record_exit(folder, job[1], proc.exitcode, interrupted=True)
+        for job in pending:
+            if job[0] == "train":
+                artifacts.write_json(folder / job[1] / "status.json", {"status": "interrupted", "epochs_done": 0})
         raise
     finally:
         view.close()
