@@ -623,7 +623,9 @@ def bench_chunks(bench: Trainbench, ours_128: float, sizes: Sizes) -> Row:
 
 # ============================================================================================ whole runs
 class TreeMemory:
-    """Peak of the summed VmRSS (and Pss) of a process and all its descendants, sampled in a thread."""
+    """Peak of the summed VmRSS (and Pss) of a process and all its descendants, sampled in a thread;
+    also their CPU time (the expert processes are forked by a server that the job never waits for,
+    so getrusage does not see them)."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         self.pid, self.interval = pid, interval
@@ -631,6 +633,7 @@ class TreeMemory:
         self.peak_pss_kb = 0
         self.peak_processes = 0
         self.samples = 0
+        self._cpu_ticks: dict[tuple[int, str], int] = {}  # (pid, start time) -> utime + stime, last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -673,8 +676,21 @@ class TreeMemory:
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.peak_pss_kb = max(self.peak_pss_kb, pss)
             self.peak_processes = max(self.peak_processes, len(pids))
+            for p in pids:
+                try:
+                    with open(f"/proc/{p}/stat") as handle:
+                        fields = handle.read().rsplit(")", 1)[1].split()
+                    self._cpu_ticks[(p, fields[19])] = int(fields[11]) + int(fields[12])
+                except (OSError, IndexError, ValueError):
+                    pass
             self.samples += 1
             self._stop.wait(self.interval)
+
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of every process seen in the tree, up to its last sample."""
+        return sum(self._cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuShare:
@@ -700,6 +716,7 @@ class CpuShare:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._start
         self.ours = self._own() - self._own_start
+        self.busy = system_busy_seconds() - self._busy
         self.others_cores = max(0.0, system_busy_seconds() - self._busy - self.ours) / max(self.wall, 1e-9)
 
 
@@ -761,8 +778,10 @@ def run_job(config: dict[str, Any], overrides: list[str], tmp: Path, name: str) 
         tail = (tmp / f"{name}.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"training job {name} failed with exit code {code}:\n{tail}")
     done = json.loads(result.read_text())
+    ours = max(cpu.ours, memory.cpu_seconds)
+    others = max(0.0, cpu.busy - ours) / max(cpu.wall, 1e-9)
     return JobResult(done["wall"], done["ok"], memory.peak_rss_kb / 1024, memory.peak_pss_kb / 1024,
-                     memory.peak_processes, done["folder"], round(cpu.ours, 1), round(cpu.others_cores, 2))
+                     memory.peak_processes, done["folder"], round(ours, 1), round(others, 2))
 
 
 def train_job(spec_path: Path) -> int:

@@ -67,3 +67,54 @@ def test_trainer_steps_equal_a_plain_loop(tmp_path: Path, clip: float | None) ->
     assert (tmp_path / "ckpts" / "last.ckpt").is_file()
     saved = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == steps and saved["epoch"] == epochs - 1
+
+
+class FakeClock:
+    """Each chunk takes whatever the test says the current thread count costs."""
+
+    def __init__(self, seconds_per_chunk: dict[int, float]) -> None:
+        self.seconds_per_chunk = seconds_per_chunk
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run_chunks(self, share, n: int) -> None:
+        for _ in range(n):
+            share.on_train_batch_start(None, None)
+            self.now += self.seconds_per_chunk[torch.get_num_threads()]
+            share.on_train_batch_end(None, None)
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("two_threads", "kept"), [(0.006, 2), (0.030, 1)], ids=["faster", "slower"])
+def test_thread_grant_is_kept_only_if_chunks_train_faster(restore_threads, two_threads: float, kept: int) -> None:
+    from multiprocessing import Value
+
+    from neuro_trigger.training.callbacks import ThreadShare
+
+    torch.set_num_threads(1)
+    granted = Value("i", 1)
+    clock = FakeClock({1: 0.010, 2: two_threads})
+    share = ThreadShare(granted, window=4, retry_after=3, clock=clock)
+    clock.run_chunks(share, 8)
+    assert torch.get_num_threads() == 1
+    granted.value = 2  # another expert finished
+    clock.run_chunks(share, 4)  # the window that sees the grant starts the trial
+    assert torch.get_num_threads() == 2
+    clock.run_chunks(share, 4)  # the trial window decides
+    assert torch.get_num_threads() == kept
+    if kept == 1:
+        clock.run_chunks(share, 4 * 2)
+        assert torch.get_num_threads() == 1  # not retried before retry_after windows
+        clock.run_chunks(share, 4)
+        assert torch.get_num_threads() == 2  # tried again
+    granted.value = 1
+    clock.run_chunks(share, 8)
+    assert torch.get_num_threads() == 1  # a smaller grant applies without a trial

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,7 @@ def test_ctrl_c_stops_every_expert_and_resume_finishes_the_run(data, tmp_path):
     assert "interrupted" in (tmp_path / "log.txt").read_text()
     finished_before = status(folder, "expert_3")
     ckpt_times = {p.name: p.stat().st_mtime_ns for p in (folder / "expert_3" / "ckpts").iterdir()}
+    shutil.rmtree(folder / "expert_3" / "plots", ignore_errors=True)  # as if Ctrl-C came while they were drawn
 
     resumed = start(cli("--resume", str(folder)))
     _, err = resumed.communicate(timeout=300)
@@ -127,6 +129,9 @@ def test_ctrl_c_stops_every_expert_and_resume_finishes_the_run(data, tmp_path):
     epochs = pd.read_csv(folder / "expert_0" / "csv" / "metrics.csv").dropna(subset=["val_loss"])["epoch"]
     assert sorted(epochs) == list(range(40))  # no epoch lost or repeated across the resume
     assert set(json.loads((folder / "weights.json").read_text())) == {"expert_0", "expert_3"}
+    for key in ("expert_0", "expert_3"):
+        for split in ("val", "test"):
+            assert (folder / key / "plots" / split / "z_residual.png").is_file(), (key, split)
 
 
 def test_nan_loss_fails_that_expert_only(data, tmp_path):

@@ -388,16 +388,16 @@ def _read_text(path: Path, gz: bool) -> tuple[bytes, Exception | None]:
     if not gz:
         return raw, None
     parts: list[bytes] = []
-    inflater = zlib.decompressobj(wbits=31)
+    inflater = _inflate.decompressobj(wbits=31)
     try:
         while raw:
             parts.append(inflater.decompress(raw))
             raw = inflater.unused_data if inflater.eof else b""
             if raw:
-                inflater = zlib.decompressobj(wbits=31)
+                inflater = _inflate.decompressobj(wbits=31)
         if not inflater.eof:
             raise EOFError("compressed data ends before the end-of-stream marker")
-    except (zlib.error, EOFError) as exc:
+    except (_inflate.error, zlib.error, EOFError) as exc:
         return b"".join(parts), exc
     return b"".join(parts), None
 

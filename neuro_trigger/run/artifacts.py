@@ -222,10 +222,34 @@ def _expert_status(folder: Path, key: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"status": "not started"}
 
 
-def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None) -> dict[str, Any]:
-    """Combine every expert's part into prediction files, weights.json and summary.json."""
+def _merged_predictions(folder: Path, split: str, n: int, done: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The finished experts' predictions on one split in row order (NaN elsewhere), and their rows."""
+    pred = np.full((n, 2), np.nan, dtype=np.float32)
+    rows = []
+    for key in done:
+        part = np.load(folder / key / f"prediction_{split}.npz", allow_pickle=False)
+        pred[part["rows"], : part["pred"].shape[1]] = part["pred"]
+        rows.append(part["rows"])
+    return pred, rows
+
+
+def write_prediction_tables(folder: Path, stores: dict[str, ColumnStore]) -> None:
+    """prediction_<split>.pt and pred_data_<split>.csv (the Belle II format) from the finished experts.
+    The slowest part of assembling a run; a parallel run writes them while the last plots are drawn."""
     import torch
 
+    experts = json.loads((folder / "config.json").read_text())["experts"]
+    done = [k for k in experts if _expert_status(folder, k)["status"] == "finished"]
+    for split, store in stores.items():
+        pred, _ = _merged_predictions(folder, split, len(store), done)
+        torch.save(torch.from_numpy(pred), folder / f"prediction_{split}.pt")
+        _write_prediction_table(store, pred, folder / f"pred_data_{split}.csv")
+
+
+def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
+             tables_written: bool = False) -> dict[str, Any]:
+    """Combine every expert's part into prediction files (unless `tables_written`), weights.json and
+    summary.json."""
     from neuro_trigger.training.experts import expert_rows, load_data
 
     resolved = json.loads((folder / "config.json").read_text())
@@ -235,18 +259,13 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None) -> dict
     experts = resolved["experts"]
     statuses = {key: _expert_status(folder, key) for key in experts}
     done = [k for k, s in statuses.items() if s["status"] == "finished"]
+    if not tables_written:
+        write_prediction_tables(folder, stores)
 
     metrics: dict[str, Any] = {}
     for split, store in stores.items():
-        pred = np.full((len(store), 2), np.nan, dtype=np.float32)
-        rows_all, rows_filtered = [], []
-        for key in done:
-            part = np.load(folder / key / f"prediction_{split}.npz", allow_pickle=False)
-            pred[part["rows"], : part["pred"].shape[1]] = part["pred"]
-            rows_all.append(part["rows"])
-            rows_filtered.append(expert_rows(store, experts[key]))
-        torch.save(torch.from_numpy(pred), folder / f"prediction_{split}.pt")
-        _write_prediction_table(store, pred, folder / f"pred_data_{split}.csv")
+        pred, rows_all = _merged_predictions(folder, split, len(store), done)
+        rows_filtered = [expert_rows(store, experts[key]) for key in done]
         out = min((experts[k]["out_size"] for k in done), default=2)
         loss = resolved["global"]["loss"]
         split_result: dict[str, Any] = {"experts": {}}

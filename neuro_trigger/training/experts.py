@@ -275,6 +275,20 @@ def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns) -> No
         sys.exit(1)
 
 
+def _tables_child(folder: Path, handles: dict[str, SharedColumns]) -> None:
+    """Entry point of the job writing the run's prediction tables once every expert has trained."""
+    log_fd = os.open(folder / "app.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    try:
+        artifacts.write_prediction_tables(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - the parent writes them itself after a failure here
+        traceback.print_exc()
+        sys.exit(1)
+
+
 def _write_failure(folder: Path, key: str, error: BaseException) -> None:
     path = folder / key / "status.json"
     status = json.loads(path.read_text()) if path.exists() else {}
@@ -373,7 +387,8 @@ def train(
 
 
 def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
-                      resume_from: dict[str, Path | None], show: bool, started: float) -> RunResult:
+                      resume_from: dict[str, Path | None], show: bool, started: float,
+                      unplotted: list[tuple[str, str]] = ()) -> RunResult:
     """Train the experts in `counts` (in processes for production runs), then assemble the folder.
 
     On Ctrl-C the folder is still assembled from what finished, summary.json says "interrupted",
@@ -383,16 +398,19 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
     journal = {"time": _now(), "config": resolved["name"], "folder": str(folder),
                "description": resolved.get("description", "")}
     try:
+        tables_written = False
         if resolved["mode"] == "production":
-            _run_parallel(folder, resolved, stores, counts, resume_from, show)
+            tables_written = _run_parallel(folder, resolved, stores, counts, resume_from, show, unplotted)
         else:
+            for key, split in unplotted:
+                artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
             _run_in_process(folder, list(counts), stores, resume_from, show)
     except KeyboardInterrupt:
         artifacts.assemble(folder, stores)
         append_journal(root / "log.txt", {**journal, "description": journal["description"] + " [interrupted]"})
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
-    summary = artifacts.assemble(folder, stores)
+    summary = artifacts.assemble(folder, stores, tables_written=tables_written)
     append_journal(root / "log.txt", journal)
     log.info("done in %.1f s: %s", time.time() - started, folder)
     return RunResult(folder, summary)
@@ -417,13 +435,16 @@ def resume(folder: Path, show_progress: bool = True) -> RunResult:
                 raise UserError(f"--resume {folder}: the {split} data files changed since the run started")
         counts = check_rows(stores, resolved)
         todo = {k: n for k, n in counts.items() if _status_of(folder, k) != "finished"}
+        # a finished expert whose plots were still being drawn when the run stopped gets them now
+        unplotted = [(k, split) for k in counts if k not in todo for split in artifacts.PLOT_SPLITS
+                     if split in stores and not any((folder / k / "plots" / split).glob("*.png"))]
         resume_from = {}
         for key in todo:
             last = folder / key / "ckpts" / "last.ckpt"
             resume_from[key] = last if last.is_file() else None
         log.info("resuming %s: %s", folder, ", ".join(
             f"{k} from {'its last checkpoint' if resume_from[k] else 'the start'}" for k in todo) or "nothing to train")
-        return _run_and_assemble(folder, resolved, stores, todo, resume_from, show_progress, started)
+        return _run_and_assemble(folder, resolved, stores, todo, resume_from, show_progress, started, unplotted)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -464,15 +485,18 @@ def threads_per_expert(slots: int) -> int:
     thread waiting for a core costs far more than it gives. Measured on 2 cores, batch 2048:
     one thread 1.8 ms per step, two threads 57 ms while other processes kept both cores busy
     (benchmark: 470k vs 129k samples/s with other work running; 466k vs 684k on a quiet machine).
-    The risk of a 4x loss outweighs a 1.5x gain, so a 2-core machine trains one thread per expert.
+    The risk of a 4x loss outweighs a 1.5x gain, so a 2-core machine starts one thread per expert.
+    Cores freed later are offered to the experts still training; ThreadShare keeps them only where
+    its chunks then train faster.
     """
     return max(1, min(4, cpu_cores() // (2 * slots)))
 
 
 # What every expert process needs, imported once in the fork server: a process forked from it starts
 # in a fraction of a second instead of the 5-7 s a fresh interpreter takes to import torch and lightning.
-PRELOAD = ["torch", "lightning", "matplotlib.pyplot", "neuro_trigger.training.experts",
-           "neuro_trigger.training.module", "neuro_trigger.training.callbacks", "neuro_trigger.run.artifacts"]
+PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementations.local",
+           "neuro_trigger.training.experts", "neuro_trigger.training.module", "neuro_trigger.training.callbacks",
+           "neuro_trigger.run.artifacts", "neuro_trigger.run.plots"]
 
 
 def process_context() -> mp.context.BaseContext:
@@ -495,16 +519,18 @@ def start_process_server() -> None:
 
 
 def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
-                  resume_from: dict[str, Path | None], show: bool) -> None:
+                  resume_from: dict[str, Path | None], show: bool, unplotted: list[tuple[str, str]] = ()) -> bool:
     """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
-    per core) at once; the split data are shared with them, not copied."""
+    per core) at once; the split data are shared with them, not copied. Returns whether the prediction
+    tables were written (by a job of their own, once every expert has trained)."""
     import torch
 
     keys = sorted(counts, key=lambda k: -counts[k])
-    if not keys:
-        return
+    if not keys and not unplotted:
+        return False
     workers = resolved["global"]["workers"]
-    slots = min(workers, len(keys))
+    jobs = len(keys) * (1 + len(artifacts.PLOT_SPLITS)) + len(unplotted)
+    slots = max(1, min(workers, jobs))
     if not torch.cuda.is_available():
         slots = min(slots, cpu_cores())
     ctx = process_context()
@@ -514,9 +540,11 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
     progress = ctx.Queue()
     view = ProgressView(keys, show)
     # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
-    # its figures. Plots as jobs of their own keep both cores busy while the last experts train.
-    pending: list[tuple[str, ...]] = [("train", key) for key in keys]
+    # its figures; ("tables",) writes the run's prediction tables once no expert is left to train.
+    # As jobs of their own, plots and tables keep every core busy while the last experts train.
+    pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted]
     running: dict[tuple[str, ...], Any] = {}
+    tables_written = False
     try:
         while pending or running:
             while pending and len(running) < slots:
@@ -525,9 +553,11 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                     proc = ctx.Process(target=_child, name=job[1],
                                        args=(folder, job[1], shared, threads, progress, resume_from.get(job[1])))
                     view.update({"expert": job[1], "status": "started"})
-                else:
+                elif job[0] == "plots":
                     proc = ctx.Process(target=_plot_child, name=f"{job[1]}-{job[2]}-plots",
                                        args=(folder, job[1], job[2], shared[job[2]]))
+                else:
+                    proc = ctx.Process(target=_tables_child, name="tables", args=(folder, shared))
                 proc.start()
                 running[job] = proc
             try:
@@ -539,8 +569,14 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                     continue
                 del running[job]
                 if not pending and running and not torch.cuda.is_available():
-                    # the last experts take over the freed cores from their next epoch on
-                    threads.value = threads_per_expert(len(running))
+                    # the jobs still running may take over the freed cores (ThreadShare keeps them only if faster)
+                    threads.value = max(1, min(4, cpu_cores() // len(running)))
+                if job[0] == "tables":
+                    tables_written = proc.exitcode == 0
+                    if not tables_written:
+                        log.warning("writing the prediction tables failed (exit code %s), see app.log; "
+                                    "trying again", proc.exitcode)
+                    continue
                 key = job[1]
                 if job[0] == "plots":
                     if proc.exitcode != 0:
@@ -553,11 +589,14 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                     view.update({"expert": key, "status": status})
                 else:
                     pending += [("plots", key, split) for split in artifacts.PLOT_SPLITS if split in shared]
+                if not any(j[0] == "train" for j in [*pending, *running]):
+                    pending.insert(0, ("tables",))
         while True:
             try:
                 view.update(progress.get_nowait())
             except queue_module.Empty:
                 break
+        return tables_written
     except KeyboardInterrupt:
         log.warning("interrupted: stopping every expert")
         for proc in running.values():
