@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import queue as queue_module
 import signal
@@ -560,10 +561,13 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                     proc = ctx.Process(target=_tables_child, name="tables", args=(folder, shared))
                 proc.start()
                 running[job] = proc
-            try:
-                view.update(progress.get(timeout=0.5))
-            except queue_module.Empty:
-                pass
+            # until a job ends (its sentinel) or 0.2 s pass: a freed slot is refilled at once
+            mp.connection.wait([proc.sentinel for proc in running.values()], timeout=0.2)
+            while True:
+                try:
+                    view.update(progress.get_nowait())
+                except queue_module.Empty:
+                    break
             for job, proc in list(running.items()):
                 if proc.exitcode is None:
                     continue
