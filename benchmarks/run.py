@@ -454,8 +454,11 @@ class Trainbench:
         resolved = resolve_config(custom, [f"batch_size={batch_size}", f"epochs={epochs}"])
         return resolved["experts"]["expert_0"]
 
-    def lightning(self, batch_size: int, measured: int, per_sample: bool = False) -> Epochs:
-        """Fit for 1 + `measured` epochs through the real path and time the epochs after the first."""
+    def lightning(self, batch_size: int, measured: int, per_sample: bool = False,
+                  per_sample_val: bool = False) -> Epochs:
+        """Fit for 1 + `measured` epochs through the real path and time the epochs after the first;
+        `per_sample` feeds training batches, `per_sample_val` validation batches too, through a
+        per-sample Dataset + DataLoader instead."""
         import lightning as L
         import torch
 
@@ -471,7 +474,10 @@ class Trainbench:
         else:
             train_batches = TrainBatches(self.x, self.y, self.train_rows, config["batch_size"], config["seed"],
                                          config["dist"], device)
-        val_batches = EvalBatches(*self.val, self.val_rows, device)
+        if per_sample_val:
+            val_batches = self._per_sample_val_loader(batch_size)
+        else:
+            val_batches = EvalBatches(*self.val, self.val_rows, device)
         module = ExpertModule(config)
         expert_dir = Path(tempfile.mkdtemp(prefix="expert_", dir=self.tmp))
         trainer, _ = build_trainer(config, expert_dir, None)
@@ -504,6 +510,23 @@ class Trainbench:
 
         return DataLoader(Rows(), batch_size=min(batch_size, len(rows)), shuffle=True, drop_last=True,
                           collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+
+    def _per_sample_val_loader(self, batch_size: int) -> Any:
+        """Validation the same way: single rows (x, y, y_old) collated into batches, in row order."""
+        import torch
+        from torch.utils.data import DataLoader, Dataset
+
+        (x, y, y_old), rows = self.val, self.val_rows
+
+        class Rows(Dataset):
+            def __len__(self) -> int:
+                return len(rows)
+
+            def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                r = int(rows[i])
+                return x[r], y[r], y_old[r]
+
+        return DataLoader(Rows(), batch_size=batch_size, shuffle=False)
 
     def raw(self, batch_size: int, warmup: int, measured: int) -> Epochs:
         """Plain PyTorch: same network, loss, optimiser, rows and steps; pre-gathered tensors; a no-grad
@@ -572,18 +595,24 @@ def bench_training(bench: Trainbench, bs: int, sizes: Sizes) -> Row:
 
 
 def bench_per_sample(bench: Trainbench, ours_2048: float, ours_training: float, sizes: Sizes) -> Row:
-    """The real module and Trainer fed by a per-sample Dataset + DataLoader instead of TrainBatches."""
-    log("training, batch size 2048: per-sample Dataset + DataLoader")
-    ref = bench.lightning(2048, sizes.per_sample_epochs, per_sample=True)
+    """The real module and Trainer fed by per-sample Datasets + DataLoaders (training and validation)
+    instead of TrainBatches and EvalBatches; also with EvalBatches kept for validation."""
+    log("training, batch size 2048: per-sample Dataset + DataLoader for training and validation")
+    ref = bench.lightning(2048, sizes.per_sample_epochs, per_sample=True, per_sample_val=True)
+    log("training, batch size 2048: per-sample Dataset + DataLoader for training, EvalBatches for validation")
+    mixed = bench.lightning(2048, sizes.per_sample_epochs, per_sample=True)
     ratio = ours_2048 / ref.rate()
+    ratio_mixed = ours_2048 / mixed.rate()
     ratio_train = ours_training / ref.rate("training")
     return Row("train_bs2048_vs_per_sample", "training throughput, batch 2048 (the figure of train_bs2048_vs_raw)",
-               ours_2048, "samples/s", "same module and Trainer fed by a per-sample Dataset + DataLoader",
-               ref.rate(), ratio, "speed-up", ">= 5x", ratio >= 5,
-               "whole epochs, validation included on both sides; training part alone: "
-               f"{ours_training:,.0f} vs {ref.rate('training'):,.0f} samples/s = {ratio_train:.2f}x; DataLoader "
-               "with num_workers=0, shuffle, drop_last; collate adds the chunk dimension",
-               extra={"reference": ref.summary(), "ratio_training_part": ratio_train})
+               ours_2048, "samples/s", "same module and Trainer fed by per-sample Datasets + DataLoaders "
+               "(training and validation)", ref.rate(), ratio, "speed-up", ">= 5x", ratio >= 5,
+               "whole epochs; with this project's EvalBatches for validation on both sides (the same "
+               f"validation): {mixed.rate():,.0f} samples/s, {ratio_mixed:.2f}x; training part alone: "
+               f"{ours_training:,.0f} vs {ref.rate('training'):,.0f} samples/s = {ratio_train:.2f}x; DataLoaders "
+               "with num_workers=0, training shuffled with drop_last; collate adds the chunk dimension",
+               extra={"reference": ref.summary(), "with_eval_batches": mixed.summary(),
+                      "ratio_with_eval_batches": ratio_mixed, "ratio_training_part": ratio_train})
 
 
 def bench_threads(bench: Trainbench, ours_2048: float, sizes: Sizes) -> Row:
