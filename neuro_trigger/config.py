@@ -108,7 +108,7 @@ SCHEMA: dict[str, Key] = {
     "weight_decay": Key(NUMBER, "L2 weight decay (Adam, AdamW, SGD)", _at_least(0)),
     "in_size": Key((int,), "number of network inputs", lambda v: None if v == 27 else "must be 27"),
     "out_size": Key((int,), "1: z only; 2: z and theta", lambda v: None if v in (1, 2) else "must be 1 or 2"),
-    "workers": Key((int,), "expert processes run at once", _at_least(1)),
+    "workers": Key((int,), "processes run at once (expert trainings, plot jobs)", _at_least(1)),
     "epochs": Key((int,), "maximum number of epochs", _at_least(1)),
     "model": Key((str,), "network", choices=tuple(registry.MODELS)),
     "loss": Key((str,), "loss function", choices=tuple(registry.LOSSES)),
