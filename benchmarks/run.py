@@ -839,7 +839,7 @@ def bench_runs(data: dict[str, list[str]], tmp: Path, sizes: Sizes) -> list[Row]
     workers=1 rather than 5 separate runs: the same train() call, data loaded and the run folder
     assembled once in both, so the ratio shows only what running expert processes side by side buys.
     """
-    from neuro_trigger.training.experts import cpu_cores
+    from neuro_trigger import cpu_cores
 
     experts = list(sizes.run_experts)
     config = {"extends": "baseline_v2", "data": data, "epochs": sizes.run_epochs, "experts": experts}
@@ -979,7 +979,7 @@ def machine() -> dict[str, Any]:
         memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
     except (OSError, IndexError):
         pass
-    from neuro_trigger.training.experts import cpu_cores
+    from neuro_trigger import cpu_cores
 
     return {"cpu": model, "cores": cpu_cores(), "memory": memory, "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,

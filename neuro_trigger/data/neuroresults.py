@@ -28,7 +28,7 @@ try:
 except ImportError:  # isal is in requirements.txt; zlib gives the same result, slower
     _inflate = zlib
 
-from neuro_trigger import REPO_ROOT
+from neuro_trigger import REPO_ROOT, cpu_cores
 from neuro_trigger.errors import UserError
 
 EVENT_COLUMNS = ["Experiment", "Run", "Subrun", "Event", "Track", "nTracks", "Expert", "iNodes", "oNodes"]
@@ -227,11 +227,8 @@ def _read_table(path: Path, gz: bool, header: bytes, first_line: int, names: lis
 
 
 def parse_threads() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    """Threads parsing a file at once: one per core this process may use (at most 8)."""
+    return max(1, min(8, cpu_cores()))
 
 
 def _parse_block(parts: list[bytes | memoryview], names: list[str]) -> pd.DataFrame:

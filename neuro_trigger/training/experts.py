@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from neuro_trigger import REPO_ROOT
+from neuro_trigger import REPO_ROOT, cpu_cores
 from neuro_trigger.config import resolve_config
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns, load_split
 from neuro_trigger.data.filters import ExpertFilter, parse_filter
@@ -472,13 +472,6 @@ def _run_in_process(folder: Path, keys: list[str], stores: dict[str, ColumnStore
             handler.close()
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def threads_per_expert(slots: int) -> int:
     """CPU threads for each of `slots` experts training at once.
 
@@ -536,7 +529,8 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
         slots = min(slots, cpu_cores())
     ctx = process_context()
     threads = ctx.Value("i", threads_per_expert(slots))
-    log.info("%d expert processes at a time, %d CPU thread(s) each", slots, threads.value)
+    log.info("%d processes at a time (trainings, then plots), %d CPU thread(s) per training", slots,
+             threads.value)
     shared = {split: store.to_shared() for split, store in stores.items()}
     progress = ctx.Queue()
     view = ProgressView(keys, show)
@@ -563,11 +557,7 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                 running[job] = proc
             # until a job ends (its sentinel) or 0.2 s pass: a freed slot is refilled at once
             mp.connection.wait([proc.sentinel for proc in running.values()], timeout=0.2)
-            while True:
-                try:
-                    view.update(progress.get_nowait())
-                except queue_module.Empty:
-                    break
+            _show_progress(progress, view)
             for job, proc in list(running.items()):
                 if proc.exitcode is None:
                     continue
@@ -595,11 +585,7 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                     pending += [("plots", key, split) for split in artifacts.PLOT_SPLITS if split in shared]
                 if not any(j[0] == "train" for j in [*pending, *running]):
                     pending.insert(0, ("tables",))
-        while True:
-            try:
-                view.update(progress.get_nowait())
-            except queue_module.Empty:
-                break
+        _show_progress(progress, view)
         return tables_written
     except KeyboardInterrupt:
         log.warning("interrupted: stopping every expert")
@@ -622,6 +608,15 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
         view.close()
         for handle in shared.values():
             handle.release()
+
+
+def _show_progress(progress, view: ProgressView) -> None:
+    """Every progress message the expert processes have sent so far, to the console view."""
+    while True:
+        try:
+            view.update(progress.get_nowait())
+        except queue_module.Empty:
+            return
 
 
 def _status_of(folder: Path, key: str) -> str:
