@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing
-from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
@@ -108,49 +107,28 @@ def _child_reads(handle: SharedColumns, queue: multiprocessing.Queue) -> None:
     queue.put((len(store), float(store.x[7, 4]), store.expert_rows(2).tolist(), store.sources))
 
 
-def test_shared_memory_round_trip_in_spawned_child(
-    store: ColumnStore, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
-    handle = store.to_shared()
-    try:
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        child = context.Process(target=_child_reads, args=(handle, queue))
-        child.start()
-        child.join(timeout=120)  # the answer is small: it fits the pipe, so joining first cannot block
-        if child.exitcode is None:
-            child.kill()
-        assert child.exitcode == 0, f"child failed (exit code {child.exitcode}): {capfd.readouterr().err}"
-        length, value, rows, sources = queue.get(timeout=10)
-        assert length == len(store) and value == float(store.x[7, 4])
-        assert rows == store.expert_rows(2).tolist() and sources == store.sources
-        # the child's exit left the parent's blocks alone (no unlink, no resource_tracker warning)
-        registered: list[tuple] = []
-        monkeypatch.setattr(dataset.resource_tracker, "register", lambda *a, **k: registered.append(a))
-        again = ColumnStore.from_shared(handle)
-        assert registered == []  # attaching does not make this process responsible for the blocks
-        for name in ("x", "y", "y_old", "expert", "event", "track", "ntracks", "row"):
-            np.testing.assert_array_equal(getattr(again, name), getattr(store, name), err_msg=name)
-        assert not np.shares_memory(again.x, store.x)  # the shared copy, not the original
-        err = capfd.readouterr().err
-        assert "resource_tracker" not in err and "leaked" not in err, err
-    finally:
-        handle.release()
-    name = next(iter(handle.blocks.values()))[0]
-    with pytest.raises(FileNotFoundError):
-        SharedMemory(name=name)
+def test_shared_columns_round_trip_in_spawned_child(store: ColumnStore, tmp_path: Path,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    handle = store.to_shared(cache_dir=tmp_path / "columns")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child_reads, args=(handle, queue))
+    child.start()
+    child.join(timeout=120)  # the answer is small: it fits the pipe, so joining first cannot block
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0, f"child failed (exit code {child.exitcode}): {capfd.readouterr().err}"
+    length, value, rows, sources = queue.get(timeout=10)
+    assert length == len(store) and value == float(store.x[7, 4])
+    assert rows == store.expert_rows(2).tolist() and sources == store.sources
+    handle.release()  # nothing to unlink: the files are a content-keyed cache
+    again = ColumnStore.from_shared(handle)
+    for name in ("x", "y", "y_old", "expert", "event", "track", "ntracks", "row"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(store, name), err_msg=name)
+    assert not np.shares_memory(again.x, store.x)  # the mapped copy, not the original
+    err = capfd.readouterr().err
+    assert "resource_tracker" not in err and "leaked" not in err, err
     handle.release()  # idempotent
-
-
-def test_shared_empty_store() -> None:
-    empty = ColumnStore(
-        x=np.zeros((0, 27), np.float32), y=np.zeros((0, 2), np.float32), y_old=np.zeros((0, 2), np.float32),
-        expert=np.zeros(0, np.int64), event=np.zeros((0, 4), np.int64), track=np.zeros(0, np.int64),
-        ntracks=np.zeros(0, np.int64), row=np.zeros(0, np.int64),
-    )
-    with empty.to_shared() as handle:
-        attached = ColumnStore.from_shared(handle)
-        assert len(attached) == 0 and attached.x.shape == (0, 27)
 
 
 def test_scaling_numpy() -> None:

@@ -1,34 +1,43 @@
-"""The in-memory column store of one split, its shared-memory form, and the z/theta scaling helpers.
+"""The in-memory column store of one split, its shared form (memory-mapped files), and the z/theta scaling helpers.
 
-A split is loaded once (`load_split`) and copied once into shared memory (`ColumnStore.to_shared`);
-expert processes attach to it zero-copy (`ColumnStore.from_shared`) and hold index arrays into it.
+A split is loaded once (`load_split`) and written once as .npy files into a content-keyed cache
+(`ColumnStore.to_shared`); every expert process maps them read-only (`ColumnStore.from_shared`), sharing
+the pages through the page cache, and holds index arrays into them. Nothing lives in /dev/shm, and
+nothing needs cleaning up after a crash: the files are a cache that later runs reuse.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-import sys
-import threading
+import tempfile
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import resource_tracker
-from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-from neuro_trigger import REPO_ROOT
+from neuro_trigger import REPO_ROOT, cpu_cores
 from neuro_trigger.data.neuroresults import (
     CACHE_DIR,
     INPUT_COLUMNS,
+    NO_EXPERT,
     TARGET_COLUMNS,
     file_hash,
+    first_data_line,
     read_neuroresults,
 )
 from neuro_trigger.errors import UserError
 
+log = logging.getLogger(__name__)
+
 Z_RANGE_CM = (-100.0, 100.0)
 THETA_RANGE_DEG = (10.0, 170.0)
+SHARED_DIR = REPO_ROOT / "data_cache" / "columns"
+"""Default folder of the shared column files (`to_shared(cache_dir=...)` overrides it)."""
 
 _EVENT_ID_COLUMNS = ["Experiment", "Run", "Subrun", "Event"]
 _OLD_SCALED_COLUMNS = ["ScaleZ", "ScaleTheta"]
@@ -36,6 +45,9 @@ _ARRAY_FIELDS = ("x", "y", "y_old", "expert", "event", "track", "ntracks", "row"
 _NEEDED_COLUMNS = (
     INPUT_COLUMNS + TARGET_COLUMNS + _OLD_SCALED_COLUMNS + _EVENT_ID_COLUMNS + ["Track", "nTracks", "Expert"]
 )
+_SHARED_FORMAT = b"neuro_trigger shared column v1"  # part of every file's key
+_HASH_CHUNK = 32 << 20
+_STALE_TMP_SECONDS = 24 * 3600  # temp files of a writer killed mid-write are removed after a day
 
 
 @dataclass(eq=False)
@@ -45,7 +57,7 @@ class ColumnStore:
     x: np.ndarray  # (N, 27) float32, the network inputs
     y: np.ndarray  # (N, 2) float32, [RecoZ, RecoTheta] scaled
     y_old: np.ndarray  # (N, 2) float32, [ScaleZ, ScaleTheta]: the previous network's output
-    expert: np.ndarray  # (N,) int64
+    expert: np.ndarray  # (N,) int64; NO_EXPERT (-1): a track no expert takes, never trained on
     event: np.ndarray  # (N, 4) int64, [Experiment, Run, Subrun, Event]
     track: np.ndarray  # (N,) int64
     ntracks: np.ndarray  # (N,) int64
@@ -55,89 +67,68 @@ class ColumnStore:
     def __len__(self) -> int:
         return len(self.row)
 
+    @property
+    def no_expert_rows(self) -> int:
+        """Rows with Expert -1 (tracks no expert takes): kept, aligned with the files, never trained on."""
+        return int(np.count_nonzero(self.expert == NO_EXPERT))
+
     def expert_rows(self, expert: int) -> np.ndarray:
-        """Row indices (int64) of one expert's rows; expert -1 means all rows."""
+        """Row indices (int64) of one expert's rows; expert -1 means the rows of all experts (Expert >= 0)."""
         if expert == -1:
-            return np.arange(len(self), dtype=np.int64)
+            if not self.no_expert_rows:
+                return np.arange(len(self), dtype=np.int64)
+            return np.flatnonzero(self.expert >= 0).astype(np.int64, copy=False)
         return np.flatnonzero(self.expert == expert).astype(np.int64, copy=False)
 
     def targets(self, out_size: int) -> np.ndarray:
         """The first `out_size` targets (1: z only, 2: z and theta), a view of `y`."""
         return self.y[:, :out_size]
 
-    def to_shared(self) -> SharedColumns:
-        """Copy the arrays once into shared memory; the handle is picklable and sent to workers.
+    def to_shared(self, cache_dir: str | Path | None = None) -> SharedColumns:
+        """Write each array once as a .npy file keyed by its content into `cache_dir` (default SHARED_DIR;
+        a temp folder if that is not writable) and return the picklable handle that workers map them by.
 
-        The caller owns the blocks and must call `release()` on the handle when all workers are done.
+        A file already there (same content: an earlier run, another split, the same data with another
+        y_old) is reused, not written again. Each file is written to a temp name and renamed, so a killed
+        writer leaves no half file under a final name; there is nothing to release afterwards.
         """
-        blocks: dict[str, tuple[str, tuple[int, ...], str]] = {}
-        owned: list[SharedMemory] = []
+        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAY_FIELDS}
+        root = Path(cache_dir) if cache_dir is not None else SHARED_DIR
         try:
-            for name in _ARRAY_FIELDS:
-                array = np.ascontiguousarray(getattr(self, name))
-                shm = SharedMemory(create=True, size=max(array.nbytes, 1))
-                owned.append(shm)
-                view = np.ndarray(array.shape, dtype=array.dtype, buffer=shm.buf)
-                view[...] = array
-                del view  # no export may outlive the copy, or closing the block fails
-                blocks[name] = (shm.name, tuple(array.shape), array.dtype.str)
-        except BaseException:
-            for shm in owned:
-                shm.close()
-                shm.unlink()
-            raise
-        return SharedColumns(blocks=blocks, sources=[dict(s) for s in self.sources], _owned=owned)
+            files = _store_arrays(root, arrays)
+        except OSError as first:
+            fallback = Path(tempfile.gettempdir()) / "neuro_trigger_columns"
+            if fallback.resolve() == root.resolve():
+                raise UserError(f"{root}: cannot write the shared column files: {first.strerror or first}") from None
+            log.warning("%s: cannot write the shared column files (%s); using %s", root, first.strerror or first,
+                        fallback)
+            try:
+                files = _store_arrays(fallback, arrays)
+            except OSError as second:
+                raise UserError(f"{fallback}: cannot write the shared column files: "
+                                f"{second.strerror or second}") from None
+        blocks = {name: (str(files[name]), tuple(a.shape), a.dtype.str) for name, a in arrays.items()}
+        return SharedColumns(blocks=blocks, sources=[dict(s) for s in self.sources])
 
     @classmethod
     def from_shared(cls, handle: SharedColumns) -> ColumnStore:
-        """Attach to the shared blocks of `handle` without copying; treat the arrays as read-only."""
-        arrays: dict[str, np.ndarray] = {}
-        blocks = []
-        for name, (shm_name, shape, dtype) in handle.blocks.items():
-            shm = _attach(shm_name)
-            blocks.append(shm)
-            arrays[name] = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf)
-        store = cls(**arrays, sources=[dict(s) for s in handle.sources])
-        # numpy keeps no buffer export of the block: were the block collected, its mapping would go
-        # with it and every view would point at unmapped memory. The store keeps its blocks alive.
-        store._blocks = blocks
-        return store
+        """Map the files of `handle` read-only (no copy: the pages are shared through the page cache)."""
+        arrays = {name: _map(path, tuple(shape), np.dtype(dtype))
+                  for name, (path, shape, dtype) in handle.blocks.items()}
+        return cls(**arrays, sources=[dict(s) for s in handle.sources])
 
 
 @dataclass
 class SharedColumns:
-    """Picklable handle of a ColumnStore in shared memory: block names, shapes, dtypes and sources."""
+    """Picklable handle of a ColumnStore written by `to_shared`: per array its .npy file, shape and dtype
+    (`blocks`), and the sources."""
 
     blocks: dict[str, tuple[str, tuple[int, ...], str]]
     sources: list[dict]
-    _owned: list[SharedMemory] = field(default_factory=list, repr=False, compare=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"blocks": self.blocks, "sources": self.sources}  # the owner's objects stay home
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.blocks = state["blocks"]
-        self.sources = state["sources"]
-        self._owned = []
 
     def release(self) -> None:
-        """Close and unlink the blocks (idempotent); views attached elsewhere stay valid until dropped."""
-        if self._owned:
-            for shm in self._owned:
-                shm.close()
-                try:
-                    shm.unlink()
-                except FileNotFoundError:
-                    pass
-            self._owned = []
-            return
-        for shm_name, _, _ in self.blocks.values():  # a copy of the handle: unlink by name
-            try:
-                shm = SharedMemory(name=shm_name)
-            except FileNotFoundError:
-                continue
-            shm.close()
-            shm.unlink()
+        """Nothing to free (kept for the API): the files are a content-keyed cache that later runs reuse,
+        and every mapping goes with the arrays that use it."""
 
     def __enter__(self) -> SharedColumns:
         return self
@@ -146,43 +137,78 @@ class SharedColumns:
         self.release()
 
 
-class _AttachedBlock(SharedMemory):
-    """A block attached by a non-owner, never closed explicitly.
+def _array_keys(arrays: dict[str, np.ndarray], pool: ThreadPoolExecutor) -> dict[str, str]:
+    """Per C-contiguous array a sha256 over the format, its dtype and shape, and the sha256 of each chunk
+    of its bytes (chunks hashed in parallel: hashlib releases the GIL; nothing is copied)."""
+    chunks = [(name, flat[i:i + _HASH_CHUNK])
+              for name, flat in ((n, a.reshape(-1).view(np.uint8)) for n, a in arrays.items())
+              for i in range(0, max(len(flat), 1), _HASH_CHUNK)]
+    digests = pool.map(lambda item: hashlib.sha256(item[1]).digest(), chunks)
+    keys = {name: hashlib.sha256(_SHARED_FORMAT + f"|{a.dtype.str}|{a.shape}|{_HASH_CHUNK}|".encode())
+            for name, a in arrays.items()}
+    for (name, _), digest in zip(chunks, digests, strict=True):
+        keys[name].update(digest)
+    return {name: key.hexdigest() for name, key in keys.items()}
 
-    Numpy arrays made on `shm.buf` keep the underlying mmap object as their base but no buffer export, so
-    `SharedMemory.close()` (also called by its `__del__`) would unmap memory that views still use. Here
-    the mapping lives exactly as long as its mmap object is referenced (by this block or any array) and
-    is unmapped with the last one; the file descriptor is closed at once (POSIX), it is not needed.
-    """
 
-    def __init__(self, name: str, **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
-        if getattr(self, "_fd", -1) >= 0:
-            os.close(self._fd)
-            self._fd = -1
+def _store_arrays(root: Path, arrays: dict[str, np.ndarray]) -> dict[str, Path]:
+    """The file of every array under `root`, written where absent (temp file, then rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(root)
+    with ThreadPoolExecutor(max(1, min(8, cpu_cores())), thread_name_prefix="columns") as pool:
+        files = {name: root / f"{key}.npy" for name, key in _array_keys(arrays, pool).items()}
+        missing = [name for name in arrays if not _usable(files[name], arrays[name])]
+        list(pool.map(lambda name: _write_array(files[name], arrays[name]), missing))  # raises the first error
+    return files
 
-    def __del__(self) -> None:
+
+def _write_array(path: Path, array: np.ndarray) -> None:
+    """np.save to a temp file beside `path`, then rename: a file under its final name is always whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.chmod(tmp, 0o444)  # the content is fixed by its name
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _usable(path: Path, array: np.ndarray) -> bool:
+    """Whether an existing file holds an array of this shape and dtype (its name vouches for the bytes)."""
+    try:
+        mapped = _map(path, array.shape, array.dtype)
+    except (OSError, ValueError):
+        return False
+    del mapped
+    try:
+        os.utime(path)  # marks it as in use, for pruning the cache by age (docs/data.md)
+    except OSError:
         pass
+    return True
 
 
-_TRACKER_LOCK = threading.Lock()
+def _map(path: str | Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The array of a .npy file, mapped read-only; its shape and dtype must be the expected ones."""
+    if int(np.prod(shape)) == 0:  # an empty file region cannot be mapped
+        with open(path, "rb") as handle:
+            array = np.lib.format.read_array(handle, allow_pickle=False)
+        array.flags.writeable = False
+    else:
+        array = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+    if array.shape != tuple(shape) or array.dtype != dtype:
+        raise ValueError(f"{path}: holds {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}")
+    return array
 
 
-def _attach(name: str) -> SharedMemory:
-    """Attach to a block without registering it with this process's resource tracker.
-
-    Before Python 3.13 attaching registers the block too, so a worker with its own tracker would unlink
-    the parent's block at exit (and warn about a "leak"); the owner alone is responsible for it.
-    """
-    if sys.version_info >= (3, 13):
-        return _AttachedBlock(name=name, track=False)
-    with _TRACKER_LOCK:
-        register = resource_tracker.register
-        resource_tracker.register = lambda *args, **kwargs: None
+def _remove_stale_temp_files(root: Path) -> None:
+    now = time.time()
+    for tmp in root.glob(".*.tmp"):
         try:
-            return _AttachedBlock(name=name)
-        finally:
-            resource_tracker.register = register
+            if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def load_split(paths: Sequence[str | Path], cache_dir: Path | None = CACHE_DIR) -> ColumnStore:
@@ -223,6 +249,12 @@ def load_split(paths: Sequence[str | Path], cache_dir: Path | None = CACHE_DIR) 
             for p, count in zip(resolved, counts, strict=True)
         ],
     )
+    for path, table in zip(resolved, tables, strict=True):
+        no_expert = table["Expert"] == NO_EXPERT
+        if no_expert.any():
+            log.warning("%s:%d: %d rows with Expert -1 (tracks no expert takes): kept in the split, excluded "
+                        "from training and from every expert's metrics", path, first_data_line(path) +
+                        int(np.argmax(no_expert)), int(np.count_nonzero(no_expert)))
     return store
 
 

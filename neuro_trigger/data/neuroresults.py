@@ -16,7 +16,7 @@ import threading
 import zipfile
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +42,18 @@ PREDICTION_COLUMNS = ["NewZ", "NewTheta"]
 CACHE_DIR = REPO_ROOT / "data_cache" / "parsed"
 FINITE_COLUMNS = INPUT_COLUMNS + TARGET_COLUMNS
 """Columns in which NaN or inf is a format error (the old network's output may be NaN)."""
+NO_EXPERT = -1
+"""Expert of a track that no expert takes (two or more stereo superlayers missing): a legitimate row
+that is kept in the store (rows stay aligned with the file) but never trained on."""
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "Expert": (NO_EXPERT, 4),
+    **{name: (-1.0, 1.0) for name in INPUT_COLUMNS},  # the hardware scales every input to [-1, 1]
+    "RecoZ": (-1.0, 1.0),  # z in [-100, 100] cm
+    "RecoTheta": (-1.0, 1.0),  # theta in [10, 170] degrees
+}
+"""Closed range of every checked column (docs/data.md, "Value ranges"); a value outside, NaN or inf
+is a DataFormatError naming the first such line and how many rows have it."""
+_CHECKED_COLUMNS = [c for c in COLUMNS if c in VALUE_RANGES]  # file order: the earliest column wins a tie
 
 _CACHE_FORMAT = 1  # bump when the parsed representation changes; older cache files are re-parsed
 _NAN_STRINGS = ["nan", "NaN", "-nan", "-NaN", "NAN"]
@@ -63,7 +75,10 @@ class DataFormatError(UserError):
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    """Write a table with the 42 columns in the neuroresults format (gzip if the name ends in .gz)."""
+    """Write a table with the 42 columns in the neuroresults format (gzip if the name ends in .gz).
+
+    The bytes depend on the table only (the gzip header holds neither a time nor a file name).
+    """
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"table lacks columns {missing}")
@@ -74,7 +89,7 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     )
     data = (header + body).encode()
     if path.suffix == ".gz":
-        data = gzip.compress(data, compresslevel=1)
+        data = gzip.compress(data, compresslevel=1, mtime=0)  # no time, no name: the same table, the same bytes
     path.write_bytes(data)
 
 
@@ -116,9 +131,11 @@ def read_neuroresults(
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{file_hash(path)}.npz"
-        cached = _load_cache(cache_file, wanted)
+        checked = None if wanted is None else wanted + [c for c in _CHECKED_COLUMNS if c not in wanted]
+        cached = _load_cache(cache_file, checked)
         if cached is not None:
-            return cached
+            _check_values(path, None, cached)  # keyed by content: a cached file passes the same checks
+            return cached if wanted is None else {c: cached[c] for c in wanted}
     table = _parse(path)
     if cache_file is not None:
         _store_cache(cache_file, table)
@@ -191,8 +208,15 @@ def _parse(path: Path) -> dict[str, np.ndarray]:
     skip_line2 = line2.strip(b"\r\n") == b""  # real files have an empty line 2; a missing one is tolerated
     first_line = 3 if skip_line2 else 2
     table = _read_table(path, gz, header, first_line, names)
-    _check_finite(path, first_line, table)
+    _check_values(path, first_line, table)
     return table
+
+
+def first_data_line(path: str | Path) -> int:
+    """Line number of the first row: 3, or 2 in a file without the empty line 2."""
+    path = Path(path)
+    _, line2 = _first_two_lines(path, _is_gzip(path))
+    return 3 if line2.strip(b"\r\n") == b"" else 2
 
 
 def _read_table(path: Path, gz: bool, header: bytes, first_line: int, names: list[str]) -> dict[str, np.ndarray]:
@@ -289,18 +313,34 @@ def _inflated_pieces(path: Path) -> Iterator[bytes]:
     """Inflate every gzip member of the file (isal if installed: 2-3x zlib's speed; both release the GIL)."""
     try:
         with open(path, "rb") as source:
-            inflater = _inflate.decompressobj(wbits=31)
-            while chunk := source.read(_PIECE_BYTES // 4):
-                while chunk:
-                    yield inflater.decompress(chunk)
-                    chunk = b""
-                    if inflater.eof and inflater.unused_data:  # next gzip member
-                        chunk = inflater.unused_data
-                        inflater = _inflate.decompressobj(wbits=31)
-            if not inflater.eof:
-                raise EOFError("compressed data ends before the end-of-stream marker")
+            yield from _gunzip(iter(lambda: source.read(_PIECE_BYTES // 4), b""))
     except (_inflate.error, zlib.error, EOFError) as exc:
         raise _GzipStreamError(str(exc) or type(exc).__name__) from None
+
+
+def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The inflated data of every gzip member in `chunks` (the raw bytes in order).
+
+    Zero bytes after a member are padding (tape archives write it; `gzip -t` accepts it) and are skipped;
+    anything else after a member must be the next member. Raises EOFError if the data end inside a member.
+    """
+    inflater = _inflate.decompressobj(wbits=31)
+    between = False  # after the end of a member: padding or the next member may follow
+    for chunk in chunks:
+        while chunk:
+            if between:
+                chunk = chunk.lstrip(b"\0")
+                if not chunk:
+                    break
+                inflater = _inflate.decompressobj(wbits=31)
+                between = False
+            yield inflater.decompress(chunk)
+            chunk = b""
+            if inflater.eof:
+                between = True
+                chunk = inflater.unused_data
+    if not between:
+        raise EOFError("compressed data ends before the end-of-stream marker")
 
 
 def _blocks(pieces: Iterator[bytes], header: bytes) -> Iterator[list[bytes | memoryview]]:
@@ -364,19 +404,35 @@ def _check_header(path: Path, header: bytes) -> list[str]:
     )
 
 
-def _check_finite(path: Path, first_line: int, table: dict[str, np.ndarray]) -> None:
-    """NaN or inf in an input or a target is an error; report the earliest line (then column)."""
-    best: tuple[int, int, str] | None = None
-    for order, name in enumerate(FINITE_COLUMNS):
-        bad = ~np.isfinite(table[name])
-        if bad.any():
-            row = int(np.argmax(bad))
-            if best is None or (row, order) < best[:2]:
-                best = (row, order, name)
-    if best is not None:
-        row, _, name = best
-        value = table[name][row]
-        raise DataFormatError(path, first_line + row, f"column {name}: {value} is not a finite number")
+def _check_values(path: Path, first_line: int | None, table: dict[str, np.ndarray]) -> None:
+    """Every checked column must be finite and inside its VALUE_RANGES range; else one error at the
+    earliest bad line (then column), with the number of rows of that column like it."""
+    best: tuple[int, int, str, np.ndarray] | None = None
+    for order, name in enumerate(_CHECKED_COLUMNS):
+        values = table.get(name)
+        if values is None or len(values) == 0:
+            continue
+        lo, hi = VALUE_RANGES[name]
+        if values.min() >= lo and values.max() <= hi:  # the fast path: two reductions; NaN fails both
+            continue
+        bad = ~((values >= lo) & (values <= hi))
+        row = int(np.argmax(bad))
+        if best is None or (row, order) < best[:2]:
+            best = (row, order, name, bad)
+    if best is None:
+        return
+    row, _, name, bad = best
+    values = table[name]
+    value = str(values[row])  # numpy's shortest repr of the float32 ("1.01", not "1.0099999904632568")
+    finite = np.isfinite(values)
+    if finite[row]:
+        lo, hi = VALUE_RANGES[name]
+        count = int(np.count_nonzero(bad & finite))
+        what = f"column {name}: value {value} outside [{lo:g}, {hi:g}] ({count} rows like this)"
+    else:
+        what = f"column {name}: {value} is not a finite number ({int(np.count_nonzero(~finite))} rows like this)"
+    line = first_line if first_line is not None else first_data_line(path)
+    raise DataFormatError(path, line + row, what)
 
 
 def _read_text(path: Path, gz: bool) -> tuple[bytes, Exception | None]:
@@ -385,15 +441,9 @@ def _read_text(path: Path, gz: bool) -> tuple[bytes, Exception | None]:
     if not gz:
         return raw, None
     parts: list[bytes] = []
-    inflater = _inflate.decompressobj(wbits=31)
     try:
-        while raw:
-            parts.append(inflater.decompress(raw))
-            raw = inflater.unused_data if inflater.eof else b""
-            if raw:
-                inflater = _inflate.decompressobj(wbits=31)
-        if not inflater.eof:
-            raise EOFError("compressed data ends before the end-of-stream marker")
+        for part in _gunzip([raw]):
+            parts.append(part)
     except (_inflate.error, zlib.error, EOFError) as exc:
         return b"".join(parts), exc
     return b"".join(parts), None
@@ -521,17 +571,64 @@ def _store_cache(cache_file: Path, table: dict[str, np.ndarray]) -> None:
 _WRITE_CHUNK_ROWS = 1 << 16
 
 
-def write_predictions(src: str | Path, dst: str | Path, prediction: np.ndarray) -> None:
-    """Copy `src` to `dst` with two columns NewZ NewTheta (scaled) appended to every row.
+def write_predictions(
+    src: str | Path | Sequence[str | Path],
+    dst: str | Path,
+    prediction: np.ndarray,
+    rows: Sequence[int] | None = None,
+) -> None:
+    """Write the file `src`, or the files of a split in order, as one file with two columns NewZ NewTheta
+    (scaled) appended to every row.
 
-    Every input line stays byte-for-byte unchanged (line breaks included, and a missing one after the
-    last row stays missing); NaN is written as "nan"; values use the shortest representation that reads
-    back to the same number. `dst` is gzip if its name ends in .gz; it is replaced atomically.
+    The header and the empty line 2 are written once; every row's line stays byte-for-byte unchanged
+    (its line break included; a file without a line break after its last row gets one where another file
+    follows, the last file's missing one stays missing). NaN is written as "nan"; values use the shortest
+    representation that reads back to the same number. `rows` (one count per file, e.g. the store's
+    `sources`) and the total, `len(prediction)`, are checked: a mismatch is a ValueError. `dst` is gzip if
+    its name ends in .gz; it is written to a temp file and renamed, so a failure leaves no partial file.
     """
-    src, dst = Path(src), Path(dst)
+    sources = [Path(src)] if isinstance(src, str | Path) else [Path(p) for p in src]
+    dst = Path(dst)
     values = np.asarray(prediction)
     if values.ndim != 2 or values.shape[1] != 2:
         raise ValueError(f"prediction must have shape (N, 2), got {values.shape}")
+    if not sources:
+        raise ValueError("no source files given")
+    if rows is not None and len(rows) != len(sources):
+        raise ValueError(f"{len(rows)} row counts given for {len(sources)} files")
+    done = 0  # rows written so far
+    eol = b"\n"
+    pending_break = False  # the last row written had no line break
+    with _AtomicSink(dst) as sink:
+        for i, source in enumerate(sources):
+            text, starts, ends, first = _prediction_source(source)
+            n = len(starts) - first
+            if rows is not None and n != rows[i]:
+                raise ValueError(f"{source} has {n} rows, expected {rows[i]} (did the file change since it was read?)")
+            if done + n > len(values):
+                raise ValueError(f"{_describe(sources)} have at least {done + n} rows but the prediction has "
+                                 f"{len(values)}")
+            if i == 0:
+                if len(starts) > 1:
+                    eol = text[ends[0]:starts[1]]  # the header's own line break: "\n" or "\r\n"
+                sink.write(text[:ends[0]] + ("\t" + "\t".join(PREDICTION_COLUMNS)).encode() + eol + eol)
+            if n == 0:
+                continue
+            if pending_break:
+                sink.write(eol)
+            _write_rows(sink, text, starts[first:], ends[first:], values[done:done + n])
+            pending_break = not text.endswith(b"\n")
+            done += n
+        if done != len(values):
+            raise ValueError(f"{_describe(sources)} have {done} rows but the prediction has {len(values)}")
+
+
+def _describe(sources: list[Path]) -> str:
+    return f"{sources[0]}" if len(sources) == 1 else f"the {len(sources)} files {[str(p) for p in sources]}"
+
+
+def _prediction_source(src: Path) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+    """The text of one source file, the start and end of each line, and the index of its first row's line."""
     _check_readable(src)
     text, gzip_error = _read_text(src, _is_gzip(src))
     if gzip_error is not None:
@@ -544,21 +641,20 @@ def write_predictions(src: str | Path, dst: str | Path, prediction: np.ndarray) 
         _check_header(src, header)  # explains what is wrong
         raise DataFormatError(src, 1, "already has NewZ NewTheta columns")
     first = 2 if len(starts) > 1 and ends[1] == starts[1] else 1  # index of the first row's line
-    row_ends = ends[first:]
-    if len(row_ends) != len(values):
-        raise ValueError(f"{src} has {len(row_ends)} rows but the prediction has {len(values)}")
+    return text, starts, ends, first
+
+
+def _write_rows(sink: _AtomicSink, text: bytes, starts: np.ndarray, ends: np.ndarray, values: np.ndarray) -> None:
+    """The lines of the given rows (from the first row's start to the end of the text), fields appended."""
     buf = np.frombuffer(text, dtype=np.uint8)
-    with _AtomicSink(dst) as sink:
-        sink.write(buf[:ends[0]])
-        sink.write(("\t" + "\t".join(PREDICTION_COLUMNS)).encode())
-        position = int(ends[0])
-        # chunks of rows bound the memory of the index arrays; there is no loop over single rows
-        for a in range(0, len(row_ends), _WRITE_CHUNK_ROWS):
-            b = min(a + _WRITE_CHUNK_ROWS, len(row_ends))
-            stop = int(starts[first + b]) if first + b < len(starts) else len(buf)
-            sink.write(_append_fields(buf[position:stop], row_ends[a:b] - position, values[a:b]))
-            position = stop
-        sink.write(buf[position:])
+    position = int(starts[0])
+    # chunks of rows bound the memory of the index arrays; there is no loop over single rows
+    for a in range(0, len(ends), _WRITE_CHUNK_ROWS):
+        b = min(a + _WRITE_CHUNK_ROWS, len(ends))
+        stop = int(starts[b]) if b < len(starts) else len(buf)
+        sink.write(_append_fields(buf[position:stop], ends[a:b] - position, values[a:b]))
+        position = stop
+    sink.write(buf[position:])
 
 
 def _append_fields(piece: np.ndarray, insert_at: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ import pandas as pd
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults import COLUMNS, INPUT_COLUMNS, INT_COLUMNS, write_table
 
-TOY_VERSION = "1"
-"""Bumped whenever the generator's output changes, so that a stale cached default data set is rebuilt."""
+TOY_VERSION = "2"
+"""Bumped whenever the generator's output (or the files' bytes) changes, so that a stale cached default data
+set is rebuilt. 2: relID clipped to [-1, 1]; gzip header without a time stamp (byte-identical files)."""
 
 # ---------------------------------------------------------------------------------------------
 # Geometry (cm, rad). Radii of the priority layers of SL0..SL8 and wires per layer are those of
@@ -239,7 +240,8 @@ def _chunk(rng: np.random.Generator, n_events: int) -> dict[str, np.ndarray]:
     hit[:, STEREO_SL] += stereo_wire_offset(z_at_r[reco][:, STEREO_SL], STEREO_SL)
     wire = np.rint(hit)
     inputs = np.empty((n, 9, 3))  # SL-major: relID, driftT, alpha; a missing segment is 0 (never -0)
-    inputs[:, :, 0] = np.where(present, (wire - cross) * relid_scale(), 0.0)
+    # relID is clipped to [-1, 1], the range the hardware scales it to (its window of relevant wires)
+    inputs[:, :, 0] = np.where(present, np.clip((wire - cross) * relid_scale(), -1.0, 1.0), 0.0)
     drift = 2.0 * (hit - wire) + rng.standard_normal(pool)[seg] * DRIFT_SIGMA
     drift *= np.where(rng.random(pool)[seg] < DRIFT_FLIP, -1.0, 1.0)
     drift = np.rint(np.clip(drift, -1.0, 1.0) * 256.0) / 256.0
