@@ -2,8 +2,9 @@
 
 A config may `extends` another; nested dicts merge key by key, except `dist`, which a child replaces
 whole. `expert_N: {...}` overrides keys for expert N only. Every key is documented in
-docs/config_keys.md and checked by neuro_trigger/config.py. This file is data: it is read, never
-executed by anything but Python's import of it.
+docs/config_keys.md and checked by neuro_trigger/config.py; a key that no config of a chain sets
+takes its default there (`base` below spells the defaults out). This file is data: it is read,
+never executed by anything but Python's import of it.
 """
 
 # The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
@@ -37,6 +38,7 @@ configs = {
         "early_stopping_patience": 30,
         "gradient_clip_val": None,
         "plot_every": 10,
+        "adaptive_threads": False,
         "data": TOY_DATA,
     },
     "baseline_v1": {

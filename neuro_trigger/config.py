@@ -1,35 +1,69 @@
 """Resolve a named config into one plain config per expert, and check every key.
 
-Order: the `extends` chain (root first, nested dicts merged key by key, `dist` replaced whole),
-then `expert_N` blocks, then `-m key=value` overrides (command line wins). Every error names the
-config file and line, or the `-m` argument, and the key, and suggests the closest known name.
+Order: the schema's defaults, then the `extends` chain (root first, nested dicts merged key by key,
+`dist` replaced whole), then `expert_N` blocks, then `-m key=value` overrides (command line wins).
+Every error names the config file and line, or the `-m` argument, and the key, and suggests the
+closest known name. The schema below is the one description of every key: docs/config_keys.md is
+rendered from it (`python -m neuro_trigger.config --write-docs`).
 """
 from __future__ import annotations
 
 import ast
 import copy
 import difflib
+import importlib.util
+import logging
+import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from neuro_trigger import registry
-from neuro_trigger.errors import UserError
+from neuro_trigger import REPO_ROOT, registry
+from neuro_trigger.errors import QUOTE_LIMIT, UserError, clip  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
 
 EXPERT_IDS = (0, 1, 2, 3, 4)
 SOLO_EXPERT = -1
 REPLACED_WHOLE = {"dist"}  # a child's value replaces the parent's instead of merging into it
-
-
+MAX_SEED = 2**32 - 1  # what seed_everything accepts
+MAX_BUCKETS = 1000  # more z buckets than this only cut the data into slivers of a few rows
 class ConfigError(UserError):
     """A config or override that cannot be used."""
 
 
 # ---------------------------------------------------------------------------------------------- schema
+REQUIRED: Any = object()  # the default of a key that has none: it must be given
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A numeric range check: returns what is wrong, or None; str() is the range for the docs."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed
+
+    def __call__(self, v: Any) -> str | None:
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return f"must be {'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None and v > self.high:
+            return f"must be <= {self.high}"
+        return None
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"{self.low} .. {self.high}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"<= {self.high}"
+
+
 @dataclass(frozen=True)
 class Key:
-    """What one config key may hold."""
+    """What one config key may hold, its default and what it means."""
 
     types: tuple[type, ...]
     doc: str
@@ -37,14 +71,14 @@ class Key:
     choices: tuple[str, ...] | None = None
     nullable: bool = False
     children: Mapping[str, Key] | None = None
+    default: Any = REQUIRED
+    limits: str = ""  # the allowed values in words, for the docs (a Bound describes itself)
 
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def _at_least(n: int) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= n else f"must be >= {n}"
+    def allowed(self) -> str:
+        """What values are allowed, in words."""
+        if self.choices is not None:
+            return ", ".join(f"`{c}`" for c in self.choices)
+        return self.limits or (str(self.check) if isinstance(self.check, Bound) else "")
 
 
 def _experts(v: list) -> str | None:
@@ -56,7 +90,7 @@ def _experts(v: list) -> str | None:
         return None
     bad = [e for e in v if e not in EXPERT_IDS]
     if bad:
-        return f"unknown expert(s) {bad}; experts are 0..4, or [-1] for one network on all data"
+        return f"unknown expert(s) {clip(str(bad))}; experts are 0..4, or [-1] for one network on all data"
     if len(set(v)) != len(v):
         return "names an expert twice"
     return None
@@ -75,65 +109,157 @@ def _filter(v: str) -> str | None:
     try:
         parse_filter(v)
     except UserError as e:
-        return str(e)
+        return clip(str(e))
     return None
 
 
 NUMBER = (int, float)
+POSITIVE = Bound(0, low_open=True)
+# The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
+DEFAULT_DATA = {
+    "train": ["data_cache/toy/neuroresults_random1.gz"],
+    "val": ["data_cache/toy/neuroresults_random2.gz"],
+    "test": ["data_cache/toy/neuroresults_random3.gz"],
+}
 DIST_KEYS: dict[str, Key] = {
-    "n_buckets": Key((int,), "number of equal z buckets on [-1, 1]", _at_least(1)),
-    "inf_bounds": Key((bool,), "outermost buckets extend to -inf / +inf"),
+    "n_buckets": Key((int,), "number of equal z buckets on [-1, 1]", Bound(1, MAX_BUCKETS)),
+    "inf_bounds": Key((bool,), "outermost buckets extend to -inf / +inf; False: probabilities normalised on [-1, 1]",
+                      default=False),
     "norm": Key(
         (dict,),
-        "normal distribution of bucket weights",
+        "normal distribution of bucket weights (give `norm` or `uniform`)",
         children={
-            "mean": Key(NUMBER, "mean (scaled z)"),
-            "std": Key(NUMBER, "standard deviation (scaled z)", _positive),
+            "mean": Key(NUMBER, "mean (scaled z)", limits="finite"),
+            "std": Key(NUMBER, "standard deviation (scaled z)", POSITIVE),
         },
     ),
     "uniform": Key(
         (dict,),
-        "uniform distribution of bucket weights",
-        children={"lower": Key(NUMBER, "lower bound (scaled z)"), "upper": Key(NUMBER, "upper bound")},
+        "uniform distribution of bucket weights (give `norm` or `uniform`)",
+        children={"lower": Key(NUMBER, "lower bound (scaled z)", limits="finite, < upper"),
+                  "upper": Key(NUMBER, "upper bound (scaled z)", limits="finite, > lower")},
     ),
 }
-DATA_KEYS = {split: Key((str, list), f"{split} file(s), absolute or relative to the repository", _paths)
+DATA_KEYS = {split: Key((str, list), f"{split} file(s), absolute or relative to the repository", _paths,
+                        default=DEFAULT_DATA[split], limits="a path or a non-empty list of paths")
              for split in ("train", "val", "test")}
 
 SCHEMA: dict[str, Key] = {
-    "version": Key((int, float, str), "config format version"),
-    "description": Key((str,), "what this config is for"),
-    "learning_rate": Key(NUMBER, "optimiser learning rate", _positive),
-    "batch_size": Key((int,), "training batch size", _at_least(1)),
-    "weight_decay": Key(NUMBER, "L2 weight decay (Adam, AdamW, SGD)", _at_least(0)),
-    "in_size": Key((int,), "number of network inputs", lambda v: None if v == 27 else "must be 27"),
-    "out_size": Key((int,), "1: z only; 2: z and theta", lambda v: None if v in (1, 2) else "must be 1 or 2"),
-    "workers": Key((int,), "processes run at once (expert trainings, plot jobs)", _at_least(1)),
-    "epochs": Key((int,), "maximum number of epochs", _at_least(1)),
-    "model": Key((str,), "network", choices=tuple(registry.MODELS)),
-    "loss": Key((str,), "loss function", choices=tuple(registry.LOSSES)),
-    "optim": Key((str,), "optimiser", choices=registry.OPTIMIZERS + tuple(registry.OPTIMIZER_ALIASES)),
-    "act": Key((str,), "activation", choices=tuple(registry.ACTIVATIONS)),
-    "experts": Key((list,), "experts to train (0..4), or [-1]", _experts),
-    "compare_to": Key((str,), "earlier run (relative to log/) whose predictions are 'old'", nullable=True),
-    "load_pre_trained_weights": Key((str,), "weights.json to start every expert from", nullable=True),
-    "filter": Key((str,), "dataset filter expression", _filter),
-    "dist": Key((dict,), "reweighted bucket sampling; None: shuffle", nullable=True, children=DIST_KEYS),
-    "seed": Key((int,), "random seed for weights, sampling and shuffling"),
-    "early_stopping_patience": Key((int,), "epochs without val_loss improvement before stopping", _at_least(1)),
-    "gradient_clip_val": Key(NUMBER, "gradient norm clipping", _positive, nullable=True),
-    "plot_every": Key((int,), "send plots to TensorBoard every N epochs", _at_least(1)),
-    "data": Key((dict,), "data files per split", children=DATA_KEYS),
+    "version": Key((int, float, str), "config format version, for people", default=1),
+    "description": Key((str,), "what this config is for", default=""),
+    "learning_rate": Key(NUMBER, "optimiser learning rate", POSITIVE, default=1e-3),
+    "batch_size": Key((int,), "training batch size", Bound(1), default=2048),
+    "weight_decay": Key(NUMBER, "L2 weight decay (Adam, AdamW, SGD)", Bound(0), default=1e-6),
+    "in_size": Key((int,), "number of network inputs", lambda v: None if v == 27 else "must be 27", default=27,
+                   limits="27"),
+    "out_size": Key((int,), "1: z only; 2: z and theta", lambda v: None if v in (1, 2) else "must be 1 or 2",
+                    default=2, limits="1, 2"),
+    "workers": Key((int,), "processes run at once (expert trainings, plot jobs); on CPU at most one per core",
+                   Bound(1), default=5),
+    "epochs": Key((int,), "maximum number of epochs", Bound(1), default=10),
+    "model": Key((str,), "network", choices=registry.MODELS, default="BaselineModel"),
+    "loss": Key((str,), "loss function", choices=registry.LOSSES, default="MSELoss"),
+    "optim": Key((str,), "optimiser (`Rprob`: the original's spelling of `Rprop`)",
+                 choices=registry.OPTIMIZERS + tuple(registry.OPTIMIZER_ALIASES), default="Adam"),
+    "act": Key((str,), "activation (`tanh/2`: tanh(x/2))", choices=registry.ACTIVATIONS, default="relu"),
+    "experts": Key((list,), "experts to train, or [-1] for one network on all data", _experts,
+                   default=[0, 1, 2, 3, 4], limits="distinct of 0..4, or [-1]"),
+    "compare_to": Key((str,), "earlier run (relative to log/) whose predictions are 'old'", nullable=True,
+                      default=None),
+    "load_pre_trained_weights": Key((str,), "weights.json to start every expert from", nullable=True,
+                                    default=None),
+    "filter": Key((str,), "dataset filter expression (README: Filters)", _filter,
+                  default="dataset_filters.IdentityFilter()", limits="a filter expression"),
+    "dist": Key((dict,), "reweighted bucket sampling; None: a shuffled permutation each epoch", nullable=True,
+                children=DIST_KEYS, default=None),
+    "seed": Key((int,), "random seed for weights, sampling and shuffling", Bound(0, MAX_SEED), default=42),
+    "early_stopping_patience": Key((int,), "epochs without val_loss improvement before stopping", Bound(1),
+                                   default=30),
+    "gradient_clip_val": Key(NUMBER, "gradient norm clipping; None: no clipping", POSITIVE, nullable=True,
+                             default=None),
+    "plot_every": Key((int,), "send plots to TensorBoard every N epochs", Bound(1), default=10),
+    "adaptive_threads": Key((bool,), "experts still training try the CPU cores freed by finished ones and keep "
+                            "them where faster; depends on timing, so not bit-reproducible", default=False),
+    "data": Key((dict,), "data files per split; default: the embedded toy data set", children=DATA_KEYS,
+                default=DEFAULT_DATA),
 }
-PER_EXPERT_FORBIDDEN = {"experts"}
+PER_EXPERT_FORBIDDEN = {"experts", "adaptive_threads"}
 TOP_ONLY = {"extends": Key((str,), "parent config")}
+
+# Keys the original project (belle2-pytorch-neuro-trigger) wrote into a run's hyper-parameters: a config
+# copied from an old summary.json may hold them. They record a run, they set nothing: ignored, with a warning.
+RUN_RECORD_KEYS = {
+    "config": "the config's name (a run records it itself)",
+    "git_id": "the code version of an old run (a run records its own)",
+    "run_description": "an old run's description (give one with -d)",
+}
+# Filter names of the original project's first versions -> the same filter in today's syntax.
+LEGACY_FILTERS = {
+    "no_filter": "dataset_filters.IdentityFilter()",
+    "filter_max_2_events": "dataset_filters.Max2EventsFilter()",
+    "filter_duplicate_events": "dataset_filters.DuplicateEventsFilter()",
+}
+DIST_EXAMPLE = "{'n_buckets': 11, 'norm': {'mean': 0.0, 'std': 0.4}}"
+
+
+def _defaults(schema: Mapping[str, Key]) -> dict[str, Any]:
+    """The default of every key of `schema` that has one (children included), as a fresh dict."""
+    out: dict[str, Any] = {}
+    for name, key in schema.items():
+        if key.default is not REQUIRED:
+            out[name] = copy.deepcopy(key.default)
+    return out
+
+
+def defaults() -> dict[str, Any]:
+    """Every key's default: what a config that sets nothing resolves to."""
+    return _defaults(SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------- locations
 def _configs_module() -> tuple[dict, Path | None]:
-    import configs as configs_module
+    """The `configs` dict of configs/__init__.py and the file. Anything that goes wrong on importing it
+    (a syntax error, a name error, ...) is one ConfigError naming the file and line."""
+    try:
+        import configs as configs_module
+    except SyntaxError as e:
+        where = f"{_display(Path(e.filename))}:{e.lineno}" if e.filename else _configs_file_shown()
+        raise ConfigError(f"{where}: syntax error in the configs file: {clip(e.msg)}") from None
+    except Exception as e:  # the configs file is the user's Python: any exception is theirs
+        raise ConfigError(f"{_failing_line(e)}: the configs file fails on import: "
+                          f"{clip(str(e) or 'no message')} ({type(e).__name__})") from None
+    path = Path(configs_module.__file__) if getattr(configs_module, "__file__", None) else None
+    configs = getattr(configs_module, "configs", None)
+    if not isinstance(configs, Mapping):
+        raise ConfigError(f"{_display(path)}: the configs file must define a dict `configs`, "
+                          f"got {type(configs).__name__}")
+    return dict(configs), path
 
-    return configs_module.configs, Path(configs_module.__file__)
+
+def _configs_file() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("configs")
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _configs_file_shown() -> str:
+    path = _configs_file()
+    return _display(path) if path else "configs/__init__.py"
+
+
+def _failing_line(error: BaseException) -> str:
+    """`file:line` of the configs file's line where `error` was raised (or the import that raised it)."""
+    path = _configs_file()
+    line = None
+    tb = error.__traceback__
+    while tb is not None:
+        if path is not None and Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    shown = _display(path) if path else "configs/__init__.py"
+    return f"{shown}:{line}" if line else shown
 
 
 def _line_of(source_file: Path | None, name: str, path: Sequence[str]) -> int | None:
@@ -176,7 +302,7 @@ class _Origins:
                 continue
             kind, label, *block = origin
             if kind == "override":
-                return f"-m {label}"
+                return f"-m {clip(label)}"
             line = _line_of(self.source_file, label, (*block, *path))  # the deepest key written there
             place = f"{_display(self.source_file)}:{line}: " if line else ""
             return f"{place}config '{label}'"
@@ -193,8 +319,10 @@ def _display(path: Path | None) -> str:
 
 
 def _suggest(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(map(str, options)))}"
+    close = difflib.get_close_matches(word[:QUOTE_LIMIT], [str(o) for o in options], n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{clip(close[0])}'?"
+    return f"; known: {clip(', '.join(sorted(map(str, options))))}"
 
 
 # ---------------------------------------------------------------------------------------------- resolution
@@ -202,18 +330,26 @@ def config_chain(name: str, configs: Mapping[str, dict], source_file: Path | Non
     """The `extends` chain of a config, root first. Errors name the `extends` line in `source_file`."""
     chain = [name]
     if name not in configs:
-        raise ConfigError(f"unknown config '{name}'{_suggest(name, list(configs))}")
-    while "extends" in configs[chain[-1]]:
-        parent = configs[chain[-1]]["extends"]
+        raise ConfigError(f"unknown config '{clip(name)}'{_suggest(name, list(configs))}")
+    while True:
+        current = configs[chain[-1]]
+        if not isinstance(current, Mapping):
+            line = _line_of(source_file, chain[-1], ())
+            place = f"{_display(source_file)}:{line}: " if line else ""
+            raise ConfigError(f"{place}config '{clip(chain[-1])}' must be a dict of keys, "
+                              f"got {type(current).__name__}")
+        if "extends" not in current:
+            break
+        parent = current["extends"]
         line = _line_of(source_file, chain[-1], ("extends",))
         place = f"{_display(source_file)}:{line}: " if line else ""
         if not isinstance(parent, str) or parent not in configs:
             raise ConfigError(
-                f"{place}config '{chain[-1]}' extends unknown config '{parent}' (chain: {' -> '.join(chain)})"
-                f"{_suggest(str(parent), list(configs))}"
+                f"{place}config '{clip(chain[-1])}' extends unknown config '{clip(str(parent))}' "
+                f"(chain: {clip(' -> '.join(chain))}){_suggest(str(parent), list(configs))}"
             )
         if parent in chain:
-            raise ConfigError(f"{place}configs extend each other in a cycle: {' -> '.join([*chain, parent])}")
+            raise ConfigError(f"{place}configs extend each other in a cycle: {clip(' -> '.join([*chain, parent]))}")
         chain.append(parent)
     return chain[::-1]
 
@@ -238,11 +374,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     For keys that hold text (filter, paths) anything that is not a literal is taken as the text.
     """
     if "=" not in text:
-        raise ConfigError(f"-m {text}: expected KEY=VALUE, e.g. -m expert_2.batch_size=16")
+        raise ConfigError(f"-m {clip(text)}: expected KEY=VALUE, e.g. -m expert_2.batch_size=16")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"-m {text}: empty key")
+        raise ConfigError(f"-m {clip(text)}: empty key")
     raw = raw.strip()
     spec = _check_key_path(parts, text)
     try:
@@ -250,7 +386,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         takes_text = spec is not None and spec.types == (str,)
         if not takes_text and (not raw or raw[0] in "[{(\"'" or any(c in raw for c in " ,()[]{}")):
-            raise ConfigError(f"-m {text}: cannot read the value '{raw}' (expected a Python literal)") from None
+            raise ConfigError(f"-m {clip(text)}: cannot read the value '{clip(raw)}' "
+                              "(expected a Python literal)") from None
         value = raw
     return parts, value
 
@@ -268,20 +405,21 @@ def _check_key_path(parts: list[str], text: str) -> Key | None:
     schema: Mapping[str, Key] = SCHEMA
     rest = parts
     if parts[0].startswith("expert_"):
-        _expert_id(parts[0], f"-m {text}")
+        _expert_id(parts[0], f"-m {clip(text)}")
         rest = parts[1:]
         if not rest:
-            raise ConfigError(f"-m {text}: name a key inside {parts[0]}, e.g. {parts[0]}.batch_size=16")
+            raise ConfigError(f"-m {clip(text)}: name a key inside {parts[0]}, e.g. {parts[0]}.batch_size=16")
         if rest[0] in PER_EXPERT_FORBIDDEN:
-            raise ConfigError(f"-m {text}: '{rest[0]}' cannot be set per expert")
+            raise ConfigError(f"-m {clip(text)}: '{rest[0]}' cannot be set per expert")
     for i, part in enumerate(rest):
         if part not in schema:
-            where = ".".join(parts[:len(parts) - len(rest) + i]) or "the config"
-            raise ConfigError(f"-m {text}: unknown key '{part}' in {where}{_suggest(part, list(schema))}")
+            where = clip(".".join(parts[:len(parts) - len(rest) + i])) or "the config"
+            raise ConfigError(f"-m {clip(text)}: unknown key '{clip(part)}' in {where}"
+                              f"{_suggest(part, list(schema))}")
         children = schema[part].children
         if children is None:
             if i != len(rest) - 1:
-                raise ConfigError(f"-m {text}: '{part}' has no sub-keys")
+                raise ConfigError(f"-m {clip(text)}: '{part}' has no sub-keys")
             return schema[part]
         schema = children
     return None
@@ -291,7 +429,7 @@ def _expert_id(key: str, where: str) -> int:
     suffix = key.removeprefix("expert_")
     if suffix.lstrip("-").isdigit() and int(suffix) in (*EXPERT_IDS, SOLO_EXPERT):
         return int(suffix)
-    raise ConfigError(f"{where}: '{key}': no such expert; experts are expert_0 .. expert_4 (and expert_-1)")
+    raise ConfigError(f"{where}: '{clip(key)}': no such expert; experts are expert_0 .. expert_4 (and expert_-1)")
 
 
 def resolve_config(
@@ -304,12 +442,18 @@ def resolve_config(
     """Resolve a config name (or a handcrafted dict) into a plain, JSON-serialisable dict.
 
     Returns {"name", "chain", "global": {...}, "experts": {"expert_N": {..., "expert": N}}}.
+    Keys no config of the chain sets take the schema's defaults (see `defaults()`).
     `experts` (e.g. [-1] for a solo run, or the first expert for a debug run) replaces the
     config's own list; `expert_N` blocks and overrides for experts not trained are unused.
     """
     source_file: Path | None = None
     if configs is None:
         configs, source_file = _configs_module()
+    return _resolve(config, overrides, experts, configs, source_file)
+
+
+def _resolve(config: str | Mapping[str, Any], overrides: Sequence[str], experts: Sequence[int] | None,
+             configs: Mapping[str, dict], source_file: Path | None) -> dict[str, Any]:
     if isinstance(config, Mapping):
         name = "custom"
         chain_configs = {**configs, name: dict(config)}
@@ -318,11 +462,16 @@ def resolve_config(
         name, chain_configs = config, configs
     chain = config_chain(name, chain_configs, source_file)
 
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = defaults()
     by_path: dict[tuple[str, ...], tuple[str, ...]] = {}
     for link in chain:
-        _merge(merged, {k: v for k, v in chain_configs[link].items() if k != "extends"},
-               ("config", link), by_path)
+        own = {k: v for k, v in chain_configs[link].items() if k != "extends"}
+        for key in [k for k in own if k in RUN_RECORD_KEYS]:
+            line = _line_of(source_file, link, (key,))
+            place = f"{_display(source_file)}:{line}: " if line else ""
+            log.warning("%sconfig '%s': key '%s' is ignored: %s", place, clip(link), key, RUN_RECORD_KEYS[key])
+            del own[key]
+        _merge(merged, own, ("config", link), by_path)
     origins = _Origins(source_file, by_path)
 
     parsed = []
@@ -343,6 +492,7 @@ def resolve_config(
         _expert_id(key, origins.where((key,)))
         if not isinstance(block, dict):
             raise ConfigError(f"{origins.where((key,))}: '{key}' must be a dict of keys for that expert")
+    _complete(merged)
     _validate(merged, SCHEMA, origins, ())
 
     trained = list(experts) if experts is not None else list(merged["experts"])
@@ -373,6 +523,7 @@ def resolve_config(
             if k in PER_EXPERT_FORBIDDEN:
                 raise ConfigError(f"{_Origins(source_file, expert_origins).where((k,))}: "
                                   f"'{key}.{k}' cannot be set per expert")
+        _complete(cfg)
         _validate({k: v for k, v in cfg.items() if k != "expert"}, SCHEMA,
                   _Origins(source_file, expert_origins), (), context=key)
         if expert in trained:
@@ -382,19 +533,33 @@ def resolve_config(
     return {"name": name, "chain": chain, "global": merged, "experts": per_expert}
 
 
+def _complete(cfg: dict[str, Any]) -> None:
+    """Fill what the original project left implicit: `dist.inf_bounds` (False) and its filter names."""
+    dist = cfg.get("dist")
+    if isinstance(dist, dict):
+        for k, spec in DIST_KEYS.items():
+            if k not in dist and spec.default is not REQUIRED:
+                dist[k] = copy.deepcopy(spec.default)
+    if isinstance(cfg.get("filter"), str) and cfg["filter"].strip() in LEGACY_FILTERS:
+        cfg["filter"] = LEGACY_FILTERS[cfg["filter"].strip()]
+
+
 def _validate(cfg: Mapping, schema: Mapping[str, Key], origins: _Origins, path: tuple[str, ...],
               context: str | None = None) -> None:
     for key, value in cfg.items():
         here = (*path, key)
         dotted = ".".join(here)
         if key not in schema:
-            shown = f"{context}.{dotted}" if context else dotted
-            raise ConfigError(f"{origins.where(here)}: unknown key '{shown}'{_suggest(key, list(schema))}")
+            shown = clip(f"{context}.{dotted}" if context else dotted)
+            raise ConfigError(f"{origins.where(here)}: unknown key '{shown}'{_suggest(str(key), list(schema))}")
         _check_value(value, schema[key], dotted, origins, here, context)
-    if path == ():
-        missing = [k for k in schema if k not in cfg]
-        if missing:
-            raise ConfigError(f"config lacks key(s) {missing} (every config must extend 'base')")
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _check_value(value: Any, spec: Key, dotted: str, origins: _Origins, here: tuple[str, ...],
@@ -406,10 +571,13 @@ def _check_value(value: Any, spec: Key, dotted: str, origins: _Origins, here: tu
         raise ConfigError(f"{prefix}: must not be None")
     ok_types = spec.types + ((int,) if float in spec.types else ())
     if isinstance(value, bool) and bool not in spec.types or not isinstance(value, ok_types):
-        names = " or ".join(t.__name__ for t in spec.types)
-        raise ConfigError(f"{prefix}: expected {names}, got {type(value).__name__} {value!r}")
+        names = " or ".join(t.__name__ for t in spec.types) + (" or None" if spec.nullable else "")
+        hint = f"; e.g. {DIST_EXAMPLE}" if dotted.endswith("dist") else ""
+        raise ConfigError(f"{prefix}: expected {names}, got {type(value).__name__} {clip(repr(value))}{hint}")
+    if float in spec.types and isinstance(value, NUMBER) and not _finite(value):
+        raise ConfigError(f"{prefix}: must be a finite number, got {clip(repr(value))}")
     if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"{prefix}: unknown name '{value}'{_suggest(value, spec.choices)}")
+        raise ConfigError(f"{prefix}: unknown name '{clip(str(value))}'{_suggest(str(value), spec.choices)}")
     if spec.check is not None:
         problem = spec.check(value)
         if problem:
@@ -417,9 +585,9 @@ def _check_value(value: Any, spec: Key, dotted: str, origins: _Origins, here: tu
     if spec.children is not None:
         for k, v in value.items():
             if k not in spec.children:
-                shown = f"{context}.{dotted}.{k}" if context else f"{dotted}.{k}"
+                shown = clip(f"{context}.{dotted}.{k}" if context else f"{dotted}.{k}")
                 raise ConfigError(f"{origins.where((*here, k))}: unknown key '{shown}'"
-                                  f"{_suggest(k, list(spec.children))}")
+                                  f"{_suggest(str(k), list(spec.children))}")
             _check_value(v, spec.children[k], f"{dotted}.{k}", origins, (*here, k), context)
         if dotted.endswith("dist"):
             _check_dist(value, prefix, origins, here, context)
@@ -446,15 +614,165 @@ def _check_dist(dist: Mapping, prefix: str, origins: _Origins, here: tuple[str, 
         places = dict.fromkeys(origins.where((*here, "uniform", bound)) for bound in ("lower", "upper"))
         raise ConfigError(f"{' and '.join(places)}: {context + ': ' if context else ''}key '{dotted}': "
                           f"lower ({params['lower']}) must be below upper ({params['upper']})")
+    from neuro_trigger.data.sampling import bucket_probabilities
+
+    try:
+        bucket_probabilities(dict(dist))
+    except (ValueError, OverflowError, ArithmeticError):
+        places = dict.fromkeys(origins.where((*here, named[0], p)) for p in need)
+        shown = ", ".join(f"{p}={params[p]!r}" for p in need)
+        raise ConfigError(f"{' and '.join(places)}: {context + ': ' if context else ''}key '{dotted}': "
+                          f"{clip(shown)} puts no weight on scaled z in [-1, 1]; every bucket would have "
+                          "probability ~0") from None
+
+
+# ---------------------------------------------------------------------------------------------- listing
+class ConfigRow(NamedTuple):
+    """One line of `main.py --list`: `problem` is what is wrong with the config, or ''."""
+
+    name: str
+    parent: str
+    description: str
+    problem: str
+
+
+def list_configs(configs: Mapping[str, dict] | None = None) -> list[ConfigRow]:
+    """Every config with its parent and description, each resolved: a broken one is listed with its problem.
+
+    Only a configs file that cannot be imported at all raises (ConfigError).
+    """
+    source_file: Path | None = None
+    if configs is None:
+        configs, source_file = _configs_module()
+    rows = []
+    for name, own in configs.items():
+        own = own if isinstance(own, Mapping) else {}
+        parent = own.get("extends", "")
+        problem = ""
+        try:
+            _resolve(str(name), (), None, configs, source_file)
+        except UserError as e:
+            problem = clip(str(e))
+        rows.append(ConfigRow(str(name), clip(str(parent)), _description(str(name), configs), problem))
+    return rows
+
+
+def _description(name: str, configs: Mapping[str, Any]) -> str:
+    """The nearest description along the `extends` chain, as far as the chain can be followed."""
+    seen: set[str] = set()
+    current: Any = name
+    while isinstance(current, str) and current in configs and current not in seen:
+        seen.add(current)
+        own = configs[current]
+        if not isinstance(own, Mapping):
+            break
+        if isinstance(own.get("description"), str):
+            return clip(own["description"])
+        current = own.get("extends")
+    return ""
 
 
 def describe_configs(configs: Mapping[str, dict] | None = None) -> list[tuple[str, str, str]]:
-    """(name, parent, description) of every config, for `main.py --list`."""
-    if configs is None:
-        configs, _ = _configs_module()
+    """(name, parent, description) of every config, for `main.py --list` (broken ones included)."""
+    return [(row.name, row.parent, row.description) for row in list_configs(configs)]
+
+
+# ---------------------------------------------------------------------------------------------- docs
+DOCS_PATH = REPO_ROOT / "docs" / "config_keys.md"
+
+
+def _type_name(spec: Key) -> str:
+    names = ["float" if spec.types == NUMBER else " or ".join(t.__name__ for t in spec.types)]
+    if spec.types == (str, list):
+        names = ["str or list of str"]
+    return names[0] + (" or None" if spec.nullable else "")
+
+
+def _default_text(spec: Key) -> str:
+    if spec.default is REQUIRED:
+        return "required" if spec.children is None else "—"
+    return f"`{spec.default!r}`"
+
+
+def _doc_rows(schema: Mapping[str, Key], prefix: str = "") -> list[str]:
     rows = []
-    for name in configs:
-        chain = config_chain(name, configs)
-        description = next((configs[c]["description"] for c in reversed(chain) if "description" in configs[c]), "")
-        rows.append((name, configs[name].get("extends", ""), description))
+    for name, spec in schema.items():
+        dotted = f"{prefix}{name}"
+        default = _default_text(spec) if not (spec.children and spec.default not in (None, REQUIRED)) else "see below"
+        cells = [f"`{dotted}`", _type_name(spec), default, spec.doc, spec.allowed()]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if spec.children:
+            rows += _doc_rows(spec.children, dotted + ".")
     return rows
+
+
+def render_config_docs() -> str:
+    """docs/config_keys.md: every config key with its type, default, meaning and allowed values."""
+    lines = [
+        "# Config keys",
+        "",
+        "Generated from the schema in `neuro_trigger/config.py` by `python -m neuro_trigger.config --write-docs`;",
+        "do not edit by hand (a test compares this file with the schema).",
+        "",
+        "A config sets any of these keys; a key that no config of its `extends` chain sets takes the",
+        "default below. `extends` names the parent config; `expert_N` (N in 0..4, or -1 for a solo run)",
+        "holds keys for expert N only (all but `experts`). Integers are accepted where floats are",
+        "expected; every float must be finite.",
+        "",
+        "| key | type | default | meaning | allowed |",
+        "|---|---|---|---|---|",
+        "| `extends` | str | — | parent config (recursively) | a config name |",
+        *_doc_rows(SCHEMA),
+        "| `expert_N` | dict | — | keys for expert N only | N in 0..4, or -1; any key but `experts` |",
+        "",
+        "`dist` is replaced whole by a child config, e.g.",
+        f"`{DIST_EXAMPLE}`. Inside `dist` give exactly one of `norm` and `uniform`; `n_buckets` is",
+        "required. A distribution that puts (almost) no weight on scaled z in [-1, 1] is refused (e.g. `norm`",
+        "with mean 100 and std 0.01), as is any value that is not finite.",
+        "",
+        "## Configs of the original project",
+        "",
+        "The `configs` dictionary of the original project (belle2-pytorch-neuro-trigger) can be pasted as it is,",
+        "with data paths added under `data`:",
+        "",
+        "- every key it uses exists here with the same meaning; keys its `base` does not set take the defaults",
+        "  above, and `dist.inf_bounds` defaults to False, as the original documents;",
+        "- `version` may be a float (0.2), integers stand for floats (`\"lower\": -1`), `workers: 20` is",
+        "  allowed (on CPU at most one process per core runs at once);",
+        "- `optim: \"Rprob\"` is the original's spelling of `Rprop`; the filter names of its first versions",
+        "  are read as filters: "
+        + ", ".join(f"`{old}` = `{new}`" for old, new in LEGACY_FILTERS.items()) + ";",
+        "- keys the original wrote into a run's record ("
+        + ", ".join(f"`{k}`" for k in RUN_RECORD_KEYS)
+        + ") set nothing here: they are ignored with a one-line warning;",
+        "- `\"dist\": \"norm\"` (a bare name, from one early config) has no parameters: an error that shows",
+        "  the dict to write instead;",
+        "- any other key is an error that names the file, line and the closest known key (a misspelt key",
+        "  must never be silently ignored).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_config_docs(path: Path = DOCS_PATH) -> Path:
+    """Write `render_config_docs()` to `path` (docs/config_keys.md); returns the path."""
+    path.write_text(render_config_docs())
+    return path
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m neuro_trigger.config",
+                                     description="Render the table of config keys from the schema.")
+    parser.add_argument("--write-docs", action="store_true", help=f"write {DOCS_PATH.relative_to(REPO_ROOT)}")
+    args = parser.parse_args(argv)
+    if args.write_docs:
+        print(write_config_docs())
+    else:
+        sys.stdout.write(render_config_docs())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from neuro_trigger.errors import UserError
+from neuro_trigger.errors import UserError, clip
 
 __all__ = [
     "AndFilter",
@@ -115,8 +115,8 @@ class ExpertFilter(Filter):
         object.__setattr__(self, "expert", int(self.expert))
 
     def mask(self, store: _Store) -> np.ndarray:
-        if self.expert == -1:
-            return np.ones(_n_rows(store), dtype=bool)
+        if self.expert == -1:  # the solo network: every track some expert takes (Expert -1: none does)
+            return np.asarray(store.expert) >= 0
         return np.asarray(store.expert) == self.expert
 
     def __str__(self) -> str:
@@ -399,7 +399,7 @@ def _describe(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         return f"list of {len(value)}"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {clip(repr(value))}"
 
 
 class _Parser:
@@ -411,7 +411,7 @@ class _Parser:
 
     # ---- messages
     def _shown(self) -> str:
-        return repr(self.text if len(self.text) <= 120 else self.text[:117] + "...")
+        return clip(repr(self.text))
 
     def _where(self, lineno: int, col: int) -> str:
         """`col` is 1-based, in characters."""
@@ -430,8 +430,7 @@ class _Parser:
 
     def _segment(self, node: ast.AST) -> str:
         seg = ast.get_source_segment(self.text, node) or type(node).__name__
-        seg = " ".join(seg.split())
-        return seg if len(seg) <= 60 else seg[:57] + "..."
+        return clip(" ".join(seg.split()), 60)
 
     # ---- entry
     def parse(self) -> Filter:
@@ -445,7 +444,7 @@ class _Parser:
             where = self._where(e.lineno or 1, e.offset or 1)
             raise self._fail(f"syntax error at {where}: {e.msg}") from None
         except (ValueError, RecursionError, MemoryError) as e:
-            raise self._fail(f"cannot parse: {e}") from None
+            raise self._fail(f"cannot parse: {clip(str(e))}") from None
         try:
             value = self._value(tree.body)
         except RecursionError:
@@ -567,7 +566,7 @@ class _Parser:
         try:
             return cls(**{p: value for p, (value, _) in given.items()})
         except (TypeError, ValueError) as e:
-            raise self._node_error(node, str(e)) from None
+            raise self._node_error(node, clip(str(e))) from None
 
     def _range(self, node: ast.Call, args: list[_Value]) -> range:
         if node.keywords:
@@ -580,7 +579,7 @@ class _Parser:
         try:
             return range(*args)  # type: ignore[arg-type]
         except ValueError as e:
-            raise self._node_error(node, f"range(): {e}") from None
+            raise self._node_error(node, f"range(): {clip(str(e))}") from None
 
 
 def _is_kind(value: object, kind: str) -> bool:

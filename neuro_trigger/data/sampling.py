@@ -14,12 +14,16 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import stats
 
-__all__ = ["BucketSampler", "bucket_probabilities"]
+from neuro_trigger.config import MAX_BUCKETS
+from neuro_trigger.errors import clip
+
+__all__ = ["MAX_BUCKETS", "MIN_MASS", "BucketSampler", "bucket_probabilities"]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20  # indices drawn per call of sample() in epoch_batches
 _BLOCK = 1 << 15  # indices drawn per pass of the vectorised kernel
+MIN_MASS = 1e-9  # a distribution with less probability than this on z in [-1, 1] puts no weight there
 
 
 def bucket_probabilities(dist: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -29,11 +33,12 @@ def bucket_probabilities(dist: dict) -> tuple[np.ndarray, np.ndarray]:
     {..., "uniform": {"lower", "upper"}}. p_i = CDF(upper_i) - CDF(lower_i); with `inf_bounds`
     the outermost buckets reach to -inf/+inf (so p sums to 1 by itself), otherwise p is
     normalised to sum 1. The edges returned are always the finite ones over [-1, 1]; rows outside
-    are clipped into the outer buckets by the sampler.
+    are clipped into the outer buckets by the sampler. Raises ValueError when n is outside
+    1..MAX_BUCKETS or the distribution puts (almost, < MIN_MASS) no probability on [-1, 1].
     """
     n = int(dist["n_buckets"])
-    if n < 1:
-        raise ValueError(f"n_buckets must be >= 1, got {n}")
+    if not 1 <= n <= MAX_BUCKETS:
+        raise ValueError(f"n_buckets must be in 1..{MAX_BUCKETS}, got {clip(str(n))}")
     if "norm" in dist:
         params = dist["norm"]
         distribution = stats.norm(loc=float(params["mean"]), scale=float(params["std"]))
@@ -51,8 +56,9 @@ def bucket_probabilities(dist: dict) -> tuple[np.ndarray, np.ndarray]:
     p = np.diff(distribution.cdf(cdf_at))
     p = np.clip(p, 0.0, None)  # guard against tiny negative rounding
     total = p.sum()
-    if not np.isfinite(total) or total <= 0:
-        raise ValueError(f"the distribution {dist} puts no probability on z in [-1, 1]")
+    if not np.all(np.isfinite(p)) or not total >= MIN_MASS:
+        raise ValueError(f"the distribution {clip(repr(dist))} puts no probability on z in [-1, 1] "
+                         f"(bucket probabilities sum to {total:.3g})")
     if not dist.get("inf_bounds", False):
         p = p / total
     return edges, p
@@ -89,10 +95,12 @@ class BucketSampler:
         if mass <= 0:
             raise ValueError(
                 f"bucket sampler: the distribution gives no probability to the non-empty buckets "
-                f"{self.used_buckets.tolist()} (counts {self.counts[self.used_buckets].tolist()})"
+                f"{clip(str(self.used_buckets.tolist()))} (counts {clip(str(self.counts[self.used_buckets].tolist()))})"
             )
         if empty.size:
-            ranges = ", ".join(f"{i} [{self.edges[i]:.3g}, {self.edges[i + 1]:.3g}]" for i in empty)
+            shown = empty[:20]  # enough for the message, which is clipped anyway; never one per bucket
+            ranges = clip(", ".join(f"{i} [{self.edges[i]:.3g}, {self.edges[i + 1]:.3g}]" for i in shown)
+                          + (", ..." if empty.size > shown.size else ""))
             log.warning(
                 "bucket sampler: %d of %d buckets have no rows (%s) holding probability mass %.4g; "
                 "they are dropped and the other buckets renormalised",
