@@ -128,7 +128,8 @@ def test_split_metrics_empty() -> None:
     e = np.zeros((0, 2))
     m = split_metrics(e, e, e, "MSELoss")
     assert m["rows"] == 0
-    assert all(math.isnan(v) for k, v in m.items() if k != "rows")
+    assert all(math.isnan(v) for k, v in m.items() if k not in ("rows", "rows_without_old"))
+    assert m["rows_without_old"] == 0
     assert "theta_diff_trimmed_std_deg" in m
 
 

@@ -68,8 +68,8 @@ def check_run_folder(folder: Path, experts: list[str], out_size: int = 2) -> dic
     weights = json.loads((folder / "weights.json").read_text())
     assert set(weights) == set(experts)
     for key in experts:
-        first = weights[key]["net.0.weight"]
-        assert first["shape"] == [81, 27] and np.array(first["values"]).shape == (81, 27)
+        first = weights[key]["weights"]["model.net.0.weight"]
+        assert weights[key]["shapes"]["model.net.0.weight"] == [81, 27] and np.array(first).shape == (81, 27)
         assert (folder / f"{key}.log").is_file()
         expert_dir = folder / key
         ckpts = sorted(p.name for p in (expert_dir / "ckpts").iterdir())

@@ -5,22 +5,37 @@ every expert into the run-level files, so experts may run as separate processes 
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 import os
 import platform
-import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.dataset import ColumnStore
+from neuro_trigger.data.filters import (
+    AndFilter,
+    ConCatFilter,
+    ExpertFilter,
+    Filter,
+    IdentityFilter,
+    NotFilter,
+    OrFilter,
+    parse_filter,
+)
 from neuro_trigger.data.neuroresults import write_predictions
 from neuro_trigger.errors import UserError
+from neuro_trigger.run import compat
 from neuro_trigger.run.metrics import split_metrics
 from neuro_trigger.run.plots import prediction_figures, save_figures
 
@@ -40,13 +55,71 @@ def _plain(value: Any) -> Any:
     return value
 
 
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(UserError):
+    """No space left (disk or quota) while writing a run's files: one line naming the file."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError saying the disk (or the user's quota) is full."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+@contextmanager
+def disk_full_is_user_error(path: Path) -> Iterator[None]:
+    """A full disk or quota while writing `path` becomes one line: UserError("disk full while writing ...")."""
+    try:
+        yield
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(f"disk full while writing {path}: {e.strerror or e}") from None
+        raise
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file through `write(binary file)` into a temp file beside it, renamed over `path` only when
+    complete: a reader never sees half a file and a failure (a full disk, say) leaves none behind. The
+    file gets mode 0o666 less the umask (0644 under the usual 022), as any file a program creates.
+    A full disk or quota is a UserError naming the file."""
+    path = Path(path)
+    with disk_full_is_user_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _write_serialised(path: Path, save: Callable[[IO[bytes]], None]) -> None:
+    """Serialise into memory first, then write atomically: torch.save and np.savez write zip archives whose
+    error handling turns a full disk into a RuntimeError about file positions."""
+    buffer = io.BytesIO()
+    save(buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def save_tensor(path: Path, array: np.ndarray) -> None:
+    """An array as a torch tensor file (read back with torch.load(weights_only=True)), written atomically."""
+    import torch
+
+    _write_serialised(path, lambda f: torch.save(torch.from_numpy(np.ascontiguousarray(array)), f))
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Arrays as an .npz file (read back with allow_pickle=False), written atomically."""
+    _write_serialised(path, lambda f: np.savez(f, **arrays))
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_plain(data), f, indent=1)
-    os.replace(tmp, path)
+    """Write JSON atomically (see write_atomic), so a reader never sees half a file."""
+    text = json.dumps(_plain(data), indent=1).encode()
+    write_atomic(path, lambda f: f.write(text))
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -61,14 +134,81 @@ def read_json(path: Path, what: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def weights_to_json(state: dict[str, Any]) -> dict[str, Any]:
-    """Every weight tensor: its shape and its values (nested lists)."""
-    return {name: {"shape": list(t.shape), "values": t.detach().cpu().tolist()} for name, t in state.items()}
+# weights.json, in the original trainer's layout (which downstream scripts read):
+#   {"expert_N": {"shapes": {"model.net.0.weight": [81, 27], ...}, "weights": {"model.net.0.weight": [[...]], ...}}}
+# with the LightningModule's state_dict names: the module holds the network as `model`. Reading also
+# accepts this project's earlier layout {"expert_N": {"net.0.weight": {"shape": [...], "values": [...]}}}.
+MODULE_PREFIX = "model."
+
+
+def weights_to_json(state: dict[str, Any], prefix: str = MODULE_PREFIX) -> dict[str, Any]:
+    """One expert's entry of weights.json from its network's state_dict: every tensor's shape and values
+    (nested lists) under its LightningModule name (`prefix` + the network's name)."""
+    return {
+        "shapes": {prefix + name: list(t.shape) for name, t in state.items()},
+        "weights": {prefix + name: t.detach().cpu().tolist() for name, t in state.items()},
+    }
 
 
 def _resolve(path: str) -> Path:
     p = Path(path)
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _read_weights(path: str) -> dict[str, Any]:
+    weights = read_json(_resolve(path), "load_pre_trained_weights")
+    if not isinstance(weights, dict):
+        raise UserError(f"load_pre_trained_weights: {path} is not a weights file (expected an object of experts)")
+    return weights
+
+
+def expert_tensors(entry: Any, path: str, key: str) -> dict[str, tuple[list[int] | None, Any]]:
+    """The tensors of one expert's entry, either layout, by the network's own state_dict names:
+    name -> (declared shape or None, values)."""
+    where = f"load_pre_trained_weights: {path}: {key}"
+    if not isinstance(entry, dict):
+        raise UserError(f"{where} is not an object of tensors")
+    if isinstance(entry.get("weights"), dict):  # the original's layout (and this project's since)
+        shapes = entry.get("shapes") if isinstance(entry.get("shapes"), dict) else {}
+        out = {}
+        for name, values in entry["weights"].items():
+            short = name[len(MODULE_PREFIX):] if name.startswith(MODULE_PREFIX) else name
+            out[short] = (shapes.get(name), values)
+        return out
+    out = {}
+    for name, item in entry.items():  # this project's earlier layout
+        if not (isinstance(item, dict) and "values" in item):
+            raise UserError(f"{where}: '{name}' is neither the original layout ({{'shapes', 'weights'}}) nor "
+                            f"{{'shape', 'values'}}")
+        out[name] = (item.get("shape"), item["values"])
+    return out
+
+
+def _load_state(model, entry: Any, path: str, key: str, torch) -> None:
+    """Check every tensor of the entry against the network and load them; each misfit is one line."""
+    tensors = expert_tensors(entry, path, key)
+    state = model.state_dict()
+    where = f"load_pre_trained_weights: {path}: {key}"
+    new = {}
+    for name, tensor in state.items():
+        if name not in tensors:
+            raise UserError(f"{where} lacks tensor '{MODULE_PREFIX}{name}' (it has {sorted(tensors)[:6]})")
+        shape, values = tensors[name]
+        need = list(tensor.shape)
+        if shape is not None and list(shape) != need:
+            raise UserError(f"{where}.{MODULE_PREFIX}{name} has shape {list(shape)}, the network needs {need}")
+        try:
+            value = torch.tensor(values, dtype=tensor.dtype)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"{where}.{MODULE_PREFIX}{name}: values are not a numeric array ({e})") from None
+        if list(value.shape) != need:
+            raise UserError(f"{where}.{MODULE_PREFIX}{name} has shape {list(value.shape)}, the network needs {need}")
+        new[name] = value
+    extra = sorted(set(tensors) - set(state))
+    if extra:
+        raise UserError(f"{where} has tensor '{MODULE_PREFIX}{extra[0]}' the network lacks "
+                        f"(another model or config?)")
+    model.load_state_dict(new)
 
 
 def check_weights_file(path: str, keys: list[str], configs: dict[str, dict] | None = None) -> None:
@@ -77,7 +217,7 @@ def check_weights_file(path: str, keys: list[str], configs: dict[str, dict] | No
 
     from neuro_trigger import registry
 
-    weights = read_json(_resolve(path), "load_pre_trained_weights")
+    weights = _read_weights(path)
     for key in keys:
         if key not in weights:
             raise UserError(f"load_pre_trained_weights: {path} has no weights for {key} "
@@ -88,51 +228,26 @@ def check_weights_file(path: str, keys: list[str], configs: dict[str, dict] | No
             _load_state(model, weights[key], path, key, torch)
 
 
-def _load_state(model, entry: dict, path: str, key: str, torch) -> None:
-    state = model.state_dict()
-    new = {}
-    for name, tensor in state.items():
-        if name not in entry:
-            raise UserError(f"load_pre_trained_weights: {path}: {key} lacks tensor '{name}'")
-        shape = entry[name].get("shape")
-        if list(tensor.shape) != shape:
-            raise UserError(f"load_pre_trained_weights: {path}: {key}.{name} has shape {shape}, "
-                            f"the network needs {list(tensor.shape)}")
-        new[name] = torch.tensor(entry[name]["values"], dtype=tensor.dtype).reshape(tensor.shape)
-    model.load_state_dict(new)
-
-
 def load_weights_into(model, path: str, key: str) -> None:
-    """Start a network from the weights of one expert in a weights.json."""
+    """Start a network from the weights of one expert in a weights.json (either layout)."""
     import torch
 
-    weights = read_json(_resolve(path), "load_pre_trained_weights")
+    weights = _read_weights(path)
     if key not in weights:
         raise UserError(f"load_pre_trained_weights: {path} has no weights for {key} (it has {sorted(weights)})")
     _load_state(model, weights[key], path, key, torch)
 
 
 # ---------------------------------------------------------------------------------------------- compare_to
-def apply_compare_to(stores: dict[str, ColumnStore], compare_to: str, log_root: Path) -> None:
-    """Take the 'old' predictions from an earlier run, which must have used the same data files."""
-    import torch
-
-    run = log_root / compare_to
-    summary = read_json(run / "summary.json", f"compare_to '{compare_to}'")
+def apply_compare_to(stores: dict[str, ColumnStore], compare_to: str, log_root: Path | None) -> None:
+    """Take the 'old' predictions from an earlier run (of this project or of the original trainer), which
+    must have used the same data files. `compare_to` is relative to the production log root
+    (compat.compare_to_root: `log_root`, or <repo>/log for the debug root). Rows the earlier run made no
+    prediction for become NaN: the metrics leave them out of every comparison and count them."""
+    run = compat.compare_to_root(log_root) / compare_to
+    old = compat.read_run_predictions(run, stores, compare_to)
     for split, store in stores.items():
-        theirs = [s["sha256"] for s in summary.get("data", {}).get(split, [])]
-        ours = [s["sha256"] for s in store.sources]
-        if theirs != ours:
-            raise UserError(f"compare_to '{compare_to}': it was trained on other {split} data "
-                            f"(content hashes differ: {theirs} vs {ours})")
-        pred_file = run / f"prediction_{split}.pt"
-        if not pred_file.is_file():
-            raise UserError(f"compare_to '{compare_to}': {pred_file} is missing")
-        pred = torch.load(pred_file, map_location="cpu", weights_only=True).numpy().astype(np.float32)
-        if pred.shape != store.y_old.shape:
-            raise UserError(f"compare_to '{compare_to}': {pred_file} has shape {pred.shape}, "
-                            f"expected {store.y_old.shape}")
-        store.y_old = pred
+        store.y_old = old[split]
 
 
 # ---------------------------------------------------------------------------------------------- per expert
@@ -152,14 +267,14 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
     for split, store in stores.items():
         rows = expert_rows(store, config, filtered=False)
         pred = module.predict(torch.from_numpy(store.x[rows])).numpy()
-        np.savez(expert_dir / f"prediction_{split}.npz", rows=rows, pred=pred)
+        save_npz(expert_dir / f"prediction_{split}.npz", rows=rows, pred=pred)
         y, y_old = store.y[rows, :out], store.y_old[rows, :out]
         result = {"unfiltered": split_metrics(y, pred, y_old, config["loss"])}
         if filtered:
             keep = np.isin(rows, expert_rows(store, config))
             result["filtered"] = split_metrics(y[keep], pred[keep], y_old[keep], config["loss"])
         write_json(expert_dir / f"result_{split}.json", result)
-    write_json(expert_dir / "weights.json", weights_to_json(module.model.state_dict()))
+    write_json(expert_dir / "weights.json", weights_to_json(module.model.state_dict()))  # model. + net names
     if plots:
         for split in PLOT_SPLITS:
             if split in stores:
@@ -179,8 +294,29 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
     save_figures(figures, expert_dir / "plots" / split)
 
 
+def is_identity_filter(f: Filter) -> bool:
+    """Whether a parsed filter keeps every row of any data by its structure: IdentityFilter(),
+    ExpertFilter(-1), an empty ConCatFilter, `&` / ConCatFilter of identities, `|` with an identity, and
+    `~~` of one. Anything else counts as filtering, even where it happens to keep every row of some
+    data (a RangeFilter covering all rows, say): whether a run is "filtered" depends on its config only."""
+    if isinstance(f, IdentityFilter):
+        return True
+    if isinstance(f, ExpertFilter):
+        return f.expert == -1
+    if isinstance(f, ConCatFilter):
+        return all(is_identity_filter(g) for g in f.filters)
+    if isinstance(f, AndFilter):
+        return is_identity_filter(f.left) and is_identity_filter(f.right)
+    if isinstance(f, OrFilter):
+        return is_identity_filter(f.left) or is_identity_filter(f.right)
+    if isinstance(f, NotFilter) and isinstance(f.inner, NotFilter):
+        return is_identity_filter(f.inner.inner)
+    return False
+
+
 def _is_filtered(config: dict[str, Any]) -> bool:
-    return config["filter"].split(".")[-1] != "IdentityFilter()"
+    """Whether the config's filter drops rows (decided from the parsed filter, not from its text)."""
+    return not is_identity_filter(parse_filter(config["filter"]))
 
 
 # ---------------------------------------------------------------------------------------------- run level
@@ -236,31 +372,35 @@ def _merged_predictions(folder: Path, split: str, n: int, done: list[str]) -> tu
 def write_prediction_tables(folder: Path, stores: dict[str, ColumnStore]) -> None:
     """prediction_<split>.pt and pred_data_<split>.csv (the Belle II format) from the finished experts.
     The slowest part of assembling a run; a parallel run writes them while the last plots are drawn."""
-    import torch
 
     experts = json.loads((folder / "config.json").read_text())["experts"]
     done = [k for k in experts if _expert_status(folder, k)["status"] == "finished"]
     for split, store in stores.items():
         pred, _ = _merged_predictions(folder, split, len(store), done)
-        torch.save(torch.from_numpy(pred), folder / f"prediction_{split}.pt")
-        _write_prediction_table(store, pred, folder / f"pred_data_{split}.csv")
+        save_tensor(folder / f"prediction_{split}.pt", pred)
+        table = folder / f"pred_data_{split}.csv"
+        try:
+            with disk_full_is_user_error(table):
+                _write_prediction_table(store, pred, table)
+        except UserError:
+            table.unlink(missing_ok=True)  # never leave half a table behind
+            raise
 
 
 def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
              tables_written: bool = False) -> dict[str, Any]:
     """Combine every expert's part into prediction files (unless `tables_written`), weights.json and
-    summary.json."""
+    summary.json. A full disk while writing them still leaves an honest summary.json (status "failed",
+    the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
     from neuro_trigger.training.experts import expert_rows, load_data
 
     resolved = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     if stores is None:
-        stores = load_data(resolved["global"], folder.parent.parent)
+        stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     experts = resolved["experts"]
     statuses = {key: _expert_status(folder, key) for key in experts}
     done = [k for k, s in statuses.items() if s["status"] == "finished"]
-    if not tables_written:
-        write_prediction_tables(folder, stores)
 
     metrics: dict[str, Any] = {}
     for split, store in stores.items():
@@ -277,11 +417,18 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
             split_result["experts"][key] = json.loads((folder / key / f"result_{split}.json").read_text())
         metrics[split] = split_result
 
-    weights = {}
-    for key in done:
-        weights[key] = json.loads((folder / key / "weights.json").read_text())
-    write_json(folder / "weights.json", weights)
-    log_mean_over_experts(folder, list(experts))
+    disk_full: DiskFullError | None = None
+    try:
+        if not tables_written:
+            write_prediction_tables(folder, stores)
+        weights = {}
+        for key in done:
+            weights[key] = json.loads((folder / key / "weights.json").read_text())
+        write_json(folder / "weights.json", weights)
+        with disk_full_is_user_error(folder / "mean_expert"):
+            log_mean_over_experts(folder, list(experts))
+    except DiskFullError as e:
+        disk_full = e
 
     states = {s["status"] for s in statuses.values()}
     summary.update(
@@ -290,23 +437,22 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
         end_time=datetime.fromtimestamp(time.time(), UTC).astimezone().isoformat(timespec="seconds"),
         status="finished" if states == {"finished"} else "interrupted" if "interrupted" in states else "failed",
     )
-    write_json(folder / "summary.json", summary)
+    if disk_full is not None:
+        summary.update(status="failed", error=str(disk_full))
+    try:
+        write_json(folder / "summary.json", summary)
+    except DiskFullError:
+        if disk_full is None:
+            raise
+    if disk_full is not None:
+        raise disk_full
     return summary
 
 
 def _write_prediction_table(store: ColumnStore, pred: np.ndarray, dst: Path) -> None:
-    """The Belle II file(s) of the split, every row unchanged, plus NewZ NewTheta; several files are joined."""
-    start = 0
-    with open(dst, "wb") as out:
-        for i, source in enumerate(store.sources):
-            part = dst.with_name(f".{dst.name}.part")
-            write_predictions(source["path"], part, pred[start:start + source["rows"]])
-            data = part.read_bytes()
-            part.unlink()
-            if i > 0:
-                data = data.split(b"\n", 2)[2]  # header and the empty line only once
-            out.write(data)
-            start += source["rows"]
+    """The Belle II file(s) of the split, every row unchanged, plus NewZ NewTheta, through one writer: the
+    header and the empty line once, the row counts checked per file and in total, written atomically."""
+    write_predictions([s["path"] for s in store.sources], dst, pred, rows=[s["rows"] for s in store.sources])
 
 
 def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | None:
@@ -332,3 +478,70 @@ def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | No
                 if not math.isnan(value):
                     writer.add_scalar(str(name), float(value), global_step=int(epoch))
     return log_dir
+
+
+# ---------------------------------------------------------------------------------------------- disk space
+# Measured on runs of the toy data (baseline_v2): one figure in TensorBoard ~26 kB per plot epoch, one
+# PNG of expert_N/plots ~32 kB, a data row of the text format ~300-330 bytes.
+_FIGURE_TB_BYTES = 26_000
+_FIGURE_PNG_BYTES = 32_000
+_TEXT_ROW_BYTES = 330
+_NEW_FIELDS_BYTES = 24  # "\tNewZ\tNewTheta": shortest float32 repr, or nan
+_RUN_FIXED_BYTES = 300_000  # config, summary, git diff, logs, mean_expert
+_EXPERT_FIXED_BYTES = 30_000  # csv metrics, result_*.json, status, hparams, log, scalars
+
+
+def _text_bytes(source: dict[str, Any]) -> int:
+    """Bytes of a data file's text once inflated: its size, or the gzip trailer's (mod 2^32) where it is
+    plausible, else a typical row length times its rows."""
+    path, rows = Path(source["path"]), int(source.get("rows", 0))
+    guess = rows * _TEXT_ROW_BYTES
+    try:
+        size = path.stat().st_size
+        if path.suffix != ".gz":
+            return size
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            inflated = int.from_bytes(f.read(4), "little")
+    except OSError:
+        return guess
+    plausible = inflated >= size and (rows == 0 or 50 * rows <= inflated <= 5000 * rows)
+    return inflated if plausible else guess
+
+
+def _figure_count(out_size: int) -> int:
+    """prediction_figures: 11 of z (new, old, truth), and 9 more of theta."""
+    return 11 + (9 if out_size == 2 else 0)
+
+
+def _parameter_count(config: dict[str, Any]) -> int:
+    from neuro_trigger import registry
+
+    model = registry.build_model(config["model"], config["in_size"], config["out_size"], config["act"])
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+def estimated_run_bytes(stores: dict[str, ColumnStore], resolved: dict[str, Any]) -> int:
+    """What a run of `resolved` (config.json's content) on `stores` writes, in bytes, for the free-space
+    check before it starts: per split pred_data_<split>.csv (the data's text plus two fields a row) and
+    prediction_<split>.pt; per expert its predictions (.npz), two checkpoints, two weights.json copies,
+    TensorBoard (figures every plot_every epochs, up to the configured epochs) and its PNG plots.
+    Early stopping only makes a run smaller. A default run (baseline_v2, toy data) writes about 162 MB."""
+    total = _RUN_FIXED_BYTES
+    for store in stores.values():
+        n = len(store)
+        total += sum(_text_bytes(s) for s in store.sources) + n * _NEW_FIELDS_BYTES
+        total += n * 2 * 4 + 1_000
+    plot_splits = [s for s in PLOT_SPLITS if s in stores]
+    for config in resolved["experts"].values():
+        out = config["out_size"]
+        params = _parameter_count(config)
+        figures = _figure_count(out)
+        for store in stores.values():
+            rows = len(store) if config["expert"] == -1 else int(np.count_nonzero(store.expert == config["expert"]))
+            total += rows * (8 + 4 * out) + 600
+        total += 2 * (params * 4 * 3 + 20_000)  # best and last checkpoint: weights and Adam's two moments
+        total += 2 * params * 24 + 2_000  # weights.json of the expert and its copy in the run's
+        total += (config["epochs"] // max(1, config["plot_every"])) * figures * _FIGURE_TB_BYTES
+        total += len(plot_splits) * figures * _FIGURE_PNG_BYTES + _EXPERT_FIXED_BYTES
+    return int(total)

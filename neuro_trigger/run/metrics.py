@@ -110,12 +110,16 @@ def split_metrics(
 ) -> dict[str, float]:
     """Loss and residual metrics of the new and the old network on one split (scaled (N, k) inputs).
 
-    Keys: rows, loss, old_loss, loss_vs_old, z_diff_std_cm, z_diff_trimmed_std_cm, z_diff_mean_cm,
-    old_z_diff_std_cm, old_z_diff_trimmed_std_cm, z_diff_std_vs_old and, for k == 2,
-    theta_diff_std_deg, theta_diff_trimmed_std_deg, old_theta_diff_std_deg. ``rows`` counts all
-    input rows; rows with a NaN in target or prediction are left out of the new network's numbers,
-    rows with a NaN in target or old output out of the old network's. Values are plain Python
-    floats (``rows`` an int), NaN where there is nothing to compute.
+    Keys: rows, rows_without_old, loss, old_loss, loss_vs_old, z_diff_std_cm, z_diff_trimmed_std_cm,
+    z_diff_mean_cm, old_z_diff_std_cm, old_z_diff_trimmed_std_cm, z_diff_std_vs_old and, for k == 2,
+    theta_diff_std_deg, theta_diff_trimmed_std_deg, old_theta_diff_std_deg.
+
+    ``rows`` counts all input rows. The new network's own numbers use the rows where target and
+    prediction are finite. The old network's numbers and every ratio "vs old" use the rows where
+    target, prediction and old output are all finite (the rows both networks cover), so that a ratio
+    never mixes two sets of rows; ``rows_without_old`` counts the rows with a usable new prediction but
+    no (finite) old one, which are left out of those. Values are plain Python floats (the counts ints),
+    NaN where there is nothing to compute.
     """
     t, p, o = _as_2d(target), _as_2d(pred), _as_2d(old)
     if not (t.shape == p.shape and t.shape[0] == o.shape[0] and o.shape[1] >= t.shape[1]):
@@ -123,29 +127,31 @@ def split_metrics(
     k = t.shape[1]
     o = o[:, :k]
     new_ok = _finite_rows(t, p)
-    old_ok = _finite_rows(t, o)
+    both = new_ok & _finite_rows(o)
     tn, pn = t[new_ok], p[new_ok]
-    to, oo = t[old_ok], o[old_ok]
+    tb, pb, ob = t[both], p[both], o[both]
 
     new_z = residual_stats(_z_to_cm(tn[:, 0]), _z_to_cm(pn[:, 0]), trim)
-    old_z = residual_stats(_z_to_cm(to[:, 0]), _z_to_cm(oo[:, 0]), trim)
+    both_z = residual_stats(_z_to_cm(tb[:, 0]), _z_to_cm(pb[:, 0]), trim)
+    old_z = residual_stats(_z_to_cm(tb[:, 0]), _z_to_cm(ob[:, 0]), trim)
     out: dict[str, float] = {
         "rows": int(t.shape[0]),
+        "rows_without_old": int(new_ok.sum() - both.sum()),
         "loss": loss_value(pn, tn, loss),
-        "old_loss": loss_value(oo, to, loss),
+        "old_loss": loss_value(ob, tb, loss),
     }
-    out["loss_vs_old"] = _ratio(out["loss"], out["old_loss"])
+    out["loss_vs_old"] = _ratio(loss_value(pb, tb, loss), out["old_loss"])
     out.update(
         z_diff_std_cm=new_z["std"],
         z_diff_trimmed_std_cm=new_z["trimmed_std"],
         z_diff_mean_cm=new_z["mean"],
         old_z_diff_std_cm=old_z["std"],
         old_z_diff_trimmed_std_cm=old_z["trimmed_std"],
-        z_diff_std_vs_old=_ratio(new_z["std"], old_z["std"]),
+        z_diff_std_vs_old=_ratio(both_z["std"], old_z["std"]),
     )
     if k >= 2:
         new_t = residual_stats(_theta_to_deg(tn[:, 1]), _theta_to_deg(pn[:, 1]), trim)
-        old_t = residual_stats(_theta_to_deg(to[:, 1]), _theta_to_deg(oo[:, 1]), trim)
+        old_t = residual_stats(_theta_to_deg(tb[:, 1]), _theta_to_deg(ob[:, 1]), trim)
         out.update(
             theta_diff_std_deg=new_t["std"],
             theta_diff_trimmed_std_deg=new_t["trimmed_std"],
