@@ -668,6 +668,7 @@ class TreeMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> TreeMemory:
+        self._sample()  # one sample at once, while the process surely runs: a peak is never 0, however loaded
         self._thread.start()
         return self
 
@@ -699,23 +700,25 @@ class TreeMemory:
         return 0
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            pids = self._tree()
-            rss = sum(self._field_kb(f"/proc/{p}/status", "VmRSS:") for p in pids)
-            pss = sum(self._field_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
-            self.peak_rss_kb = max(self.peak_rss_kb, rss)
-            self.peak_pss_kb = max(self.peak_pss_kb, pss)
-            self.peak_processes = max(self.peak_processes, len(pids))
-            for p in pids:
-                try:
-                    with open(f"/proc/{p}/stat") as handle:
-                        fields = handle.read().rsplit(")", 1)[1].split()
-                    self._cpu_ticks[(p, fields[19])] = int(fields[11]) + int(fields[12])
-                except (OSError, IndexError, ValueError):
-                    pass
-            self.samples += 1
-            self._stop.wait(self.interval)
+        while not self._stop.wait(self.interval):
+            self._sample()
 
+    def _sample(self) -> None:
+        """One reading of the tree: its summed RSS and Pss, the number of processes, their CPU time."""
+        pids = self._tree()
+        rss = sum(self._field_kb(f"/proc/{p}/status", "VmRSS:") for p in pids)
+        pss = sum(self._field_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+        self.peak_rss_kb = max(self.peak_rss_kb, rss)
+        self.peak_pss_kb = max(self.peak_pss_kb, pss)
+        self.peak_processes = max(self.peak_processes, len(pids))
+        for p in pids:
+            try:
+                with open(f"/proc/{p}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                self._cpu_ticks[(p, fields[19])] = int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                pass
+        self.samples += 1
 
     @property
     def cpu_seconds(self) -> float:
@@ -887,8 +890,9 @@ def bench_runs(data: dict[str, list[str]], tmp: Path, sizes: Sizes) -> list[Row]
             "highest)", peak_rss_mb, "MB", single_note, single.peak_rss_mb, mem_ratio, "peak / 1-expert peak",
             "<= 1.5x", mem_ratio <= 1.5,
             f"{quick_note}VmRSS counts shared pages once per process; Pss: {peak_pss_mb:.0f} vs "
-            f"{single.peak_pss_mb:.0f} MB = {peak_pss_mb / single.peak_pss_mb:.2f}x; "
-            f"up to {parallel.processes} vs {single.processes} processes",
+            f"{single.peak_pss_mb:.0f} MB = "
+            + (f"{peak_pss_mb / single.peak_pss_mb:.2f}x; " if single.peak_pss_mb > 0 else "-, no smaps_rollup; ")
+            + f"up to {parallel.processes} vs {single.processes} processes",
             extra={"single": asdict(single), "others_cores": parallel.others_cores}),
     ]
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from neuro_trigger import REPO_ROOT
 
 ROWS = {
@@ -18,6 +20,11 @@ ROWS = {
     "info_threads_1_vs_2", "info_chunks_vs_single_batches",
 }
 OPTIONAL = {"main_baseline_v2"}  # minutes long: only with --with-main
+QUICK_LIMIT_S = 1800
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def is_number(value: object) -> bool:
@@ -27,8 +34,14 @@ def is_number(value: object) -> bool:
 def test_quick_benchmark_reports_every_row(tmp_path: Path) -> None:
     out = tmp_path / "x.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script must find the package itself
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--json", str(out)], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    # ~1 minute on a quiet 2-core machine, several times that when other test runs share the cores: the
+    # limit only catches a hang, so it is far above any loaded run (no test depends on a quiet machine)
+    try:
+        done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--json", str(out)], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=QUICK_LIMIT_S)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"benchmarks/run.py --quick still running after {QUICK_LIMIT_S} s; its last output:\n"
+                    + _text(hung.stdout)[-3000:] + _text(hung.stderr)[-3000:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     rows = {row["id"]: row for row in results["rows"]}
@@ -46,3 +59,37 @@ def test_quick_benchmark_reports_every_row(tmp_path: Path) -> None:
         assert row["what"] in results["table"], row["what"]
     assert results["machine"]["cores"] >= 1 and results["command"].endswith(str(out))
     assert "| what |" in done.stdout
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO_ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+class _StarvedThread:
+    """A sampling thread that never gets a core before the job ends (a heavily loaded machine)."""
+
+    def start(self) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+
+def test_tree_memory_has_a_sample_even_if_its_thread_never_runs() -> None:
+    bench = _bench_module()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        memory = bench.TreeMemory(child.pid, interval=60)
+        memory._thread = _StarvedThread()
+        with memory:
+            pass
+    finally:
+        child.kill()
+        child.wait()
+    assert memory.samples >= 1 and memory.peak_rss_kb > 0 and memory.peak_processes == 1

@@ -3,6 +3,10 @@
 Several training processes may start at the same moment and share one log location, so every
 step here is safe against concurrent use: run folders are claimed with an atomic ``os.mkdir``
 and journal lines are appended with a single ``os.write`` on an ``O_APPEND`` descriptor.
+
+Permissions follow the user's umask, as for any file a program creates: folders are made with mode
+0o777 and files with 0o666 before the umask applies (0755 and 0644 under the usual umask 022), never
+with a narrower mode of our own, so that colleagues can read a run where the umask lets them.
 """
 
 from __future__ import annotations
@@ -83,10 +87,12 @@ def create_run_folder(root: Path, config_name: str, max_attempts: int = 1000) ->
 def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:
     """Record the code state of a run: ``git_id.txt`` (HEAD commit) and ``git_diff.txt``.
 
-    ``git_diff.txt`` holds ``git diff HEAD`` (tracked files) followed by the list of untracked
-    files. Returns the HEAD hexsha, or ``None`` when ``repo_dir`` is not in a git checkout, the
-    repository has no commits yet, or git fails; then both files say why in one line and the
-    run goes on.
+    ``git_id.txt`` is one line, the HEAD hexsha followed by `` (dirty)`` when a tracked file differs
+    from HEAD (staged or not); untracked files do not make a checkout dirty, since they are not part
+    of the code a commit names. ``git_diff.txt`` holds ``git diff HEAD`` (tracked files), then how many
+    untracked files there are and their names. Returns the HEAD hexsha, or ``None`` when ``repo_dir``
+    is not in a git checkout, the repository has no commits yet, or git fails; then both files say
+    why in one line and the run goes on.
     """
     import git  # GitPython; imported here so that the rest of the module works without it
 
@@ -108,7 +114,7 @@ def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:
                 _no_snapshot(f"the git repository {repo.working_dir} has no commits yet")
                 return None
             sha = repo.head.commit.hexsha
-            dirty = repo.is_dirty(untracked_files=True)
+            dirty = repo.is_dirty(index=True, working_tree=True, untracked_files=False)
             diff = repo.git.diff("HEAD")
             untracked = repo.untracked_files
     except (git.GitError, ValueError, OSError) as exc:
@@ -118,8 +124,10 @@ def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:
     id_path.write_text(f"{sha}{' (dirty)' if dirty else ''}\n")
     parts = [diff.rstrip("\n") + "\n" if diff else "# no changes to tracked files\n"]
     if untracked:
-        parts.append(f"\n# untracked files ({len(untracked)}):\n")
+        parts.append(f"\n# untracked files ({len(untracked)}), not part of the diff above nor of the dirty flag:\n")
         parts.extend(f"{name}\n" for name in untracked)
+    else:
+        parts.append("\n# untracked files (0)\n")
     diff_path.write_text("".join(parts))
     return sha
 
@@ -142,7 +150,7 @@ def append_journal(journal: Path, fields: dict[str, str]) -> None:
         values = {"time": _dt.datetime.now().isoformat(timespec="seconds"), **values}
     line = ("\t".join(_sanitise(v) for v in values.values()) + "\n").encode("utf-8")
     journal.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
         written = os.write(fd, line)
     finally:

@@ -20,6 +20,11 @@ class ExpertModule(L.LightningModule):
     mini-batch (manual optimisation), so K only changes how often Lightning's loop runs.
     Validation sees the whole validation split and logs, besides val_loss, how it compares
     with the old network on the same rows.
+
+    The loggers get one record per epoch, written at the end of the training epoch (after its
+    validation): the training loss and the validation metrics together, with the epoch as the
+    step, so that metrics.csv has one row per epoch and TensorBoard's x axis is the epoch.
+    ``self.log`` still feeds ``trainer.callback_metrics`` (checkpoints, early stopping, progress).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -31,6 +36,9 @@ class ExpertModule(L.LightningModule):
         self.automatic_optimization = False
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._epoch_loss_sum = torch.zeros(())  # sum of the mini-batch losses of the current epoch
+        self._epoch_steps = 0
+        self._epoch_val_metrics: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -56,14 +64,35 @@ class ExpertModule(L.LightningModule):
             optimizer.step()
             total += loss.detach()
         self._count_optimizer_steps(len(xs))
+        self._epoch_loss_sum = self._epoch_loss_sum.to(total.device) + total  # no sync per step
+        self._epoch_steps += len(xs)
         mean = total / len(xs)
         if not torch.isfinite(mean):
             raise FloatingPointError(
                 f"expert {self.config['expert']}: training loss became {mean.item()} in epoch {self.current_epoch}; "
                 "lower learning_rate or set gradient_clip_val"
             )
-        self.log("loss", mean, on_step=False, on_epoch=True, batch_size=xs.shape[0] * xs.shape[1])
+        self.log("loss", mean, on_step=False, on_epoch=True, batch_size=xs.shape[0] * xs.shape[1], logger=False)
         return mean
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss_sum = torch.zeros((), device=self.device)
+        self._epoch_steps = 0
+        self._epoch_val_metrics = {}
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's one record for the loggers: mean training loss (over its mini-batches, as the
+        epoch value of ``loss`` is) and the metrics of the validation that ran in this epoch."""
+        row: dict[str, float] = {}
+        if self._epoch_steps:
+            row["loss"] = float(self._epoch_loss_sum) / self._epoch_steps
+        row.update(self._epoch_val_metrics)
+        if not row:
+            return
+        row["epoch"] = self.current_epoch
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.current_epoch)
+            logger.save()
 
     def _count_optimizer_steps(self, steps: int) -> None:
         """Advance trainer.global_step as Lightning's optimizer wrapper would have, one per step taken
@@ -84,18 +113,25 @@ class ExpertModule(L.LightningModule):
         self._val_outputs.clear()
         self.last_validation = (pred, y, y_old)
         loss = self.loss_fn(pred, y)
-        old_loss = self.loss_fn(y_old, y)
-        z_std = ((y[:, 0] - pred[:, 0]) * Z_CM_PER_UNIT).std() if len(y) > 1 else torch.tensor(float("nan"))
-        old_std = ((y[:, 0] - y_old[:, 0]) * Z_CM_PER_UNIT).std() if len(y) > 1 else torch.tensor(float("nan"))
-        self.log_dict(
-            {
-                "val_loss": loss,
-                "val_loss_vs_old_loss": loss / old_loss,
-                "val_z_diff_std": z_std,
-                "val_z_diff_std_vs_old": z_std / old_std,
-            },
-            batch_size=len(y),
-        )
+        if not torch.isfinite(loss) and not self.trainer.sanity_checking:
+            raise FloatingPointError(
+                f"expert {self.config['expert']}: validation loss became {loss.item()} in epoch {self.current_epoch}; "
+                "lower learning_rate or set gradient_clip_val"
+            )
+        z_std = _z_std(y, pred)
+        # the old network is compared on the rows where it has an output (compare_to of a run that lacked
+        # experts, or a NaN in the data's old columns, leaves some without)
+        both = torch.isfinite(y_old).all(dim=1)
+        old_loss = self.loss_fn(y_old[both], y[both])
+        metrics = {
+            "val_loss": loss,
+            "val_loss_vs_old_loss": self.loss_fn(pred[both], y[both]) / old_loss,
+            "val_z_diff_std": z_std,
+            "val_z_diff_std_vs_old": _z_std(y[both], pred[both]) / _z_std(y[both], y_old[both]),
+        }
+        self.log_dict(metrics, batch_size=len(y), logger=False)
+        if not self.trainer.sanity_checking:
+            self._epoch_val_metrics = {name: float(value) for name, value in metrics.items()}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, slice_rows: int = EVAL_SLICE_ROWS) -> torch.Tensor:
@@ -106,3 +142,8 @@ class ExpertModule(L.LightningModule):
             torch.empty(0, self.config["out_size"])
         self.train(was_training)
         return out
+
+
+def _z_std(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of the z residual in cm; NaN for fewer than two rows."""
+    return ((y[:, 0] - pred[:, 0]) * Z_CM_PER_UNIT).std() if len(y) > 1 else torch.tensor(float("nan"))
