@@ -8,6 +8,8 @@ ends in one line on stderr and exit code 2, a failed expert in exit code 1.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, metavar="RUN_FOLDER",
                         help="continue an interrupted or failed run, e.g. log/baseline_v2/version_3: experts "
                              "not finished go on from their last checkpoint, then the folder is completed")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let Lightning's banners, tips and routine warnings into the console and expert logs")
     parser.add_argument("--log-root", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -63,20 +67,29 @@ def _no_description_note(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; returns the exit code. SIGTERM and SIGHUP stop it as Ctrl-C does (training/stopping.py)."""
+    from neuro_trigger.training.stopping import stop_on_signals
+
+    with stop_on_signals():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     try:
         if args.list:
-            from neuro_trigger.config import describe_configs
+            from neuro_trigger.config import list_configs
 
-            for name, parent, description in describe_configs():
-                print(f"{name:<34} {('<- ' + parent) if parent else '':<24} {description}")
+            for row in list_configs():  # a broken config is listed with what is wrong, the others still are
+                note = f"  [BROKEN: {row.problem}]" if row.problem else ""
+                print(f"{row.name:<34} {('<- ' + row.parent) if row.parent else '':<24} {row.description}{note}")
             return 0
         if args.resume:
             if args.config or args.modify or args.solo or args.production:
                 raise UserError("--resume continues a run as it was configured: give it no config, -p, -s or -m")
             from neuro_trigger.training.experts import resume
 
-            result = resume(args.resume)
+            result = resume(args.resume, verbose=args.verbose)
             print(result.folder)
             return 0 if result.ok else 1
         if not args.config:
@@ -87,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         resolve_config(args.config, args.modify, experts=[-1] if args.solo else None)  # fail before prompting
         description = ask_description(args)
         result = train(args.config, args.modify, production=args.production, solo=args.solo,
-                       description=description, log_root=args.log_root)
+                       description=description, log_root=args.log_root, verbose=args.verbose)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        from neuro_trigger.training.stopping import exit_code
+
+        print(f"interrupted ({stop.args[0] if stop.args else 'SIGINT'})", file=sys.stderr)
+        return exit_code(stop)
     note = _no_description_note(args)
     if note:
         print(note, file=sys.stderr)
@@ -101,5 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result.ok else 1
 
 
+def cli() -> None:
+    """The command: run main() and leave at once. The interpreter's own teardown of torch and the other
+    libraries took seconds after the run folder was printed; everything of the run is closed by then."""
+    code = main()
+    if "neuro_trigger.training.experts" in sys.modules:
+        from neuro_trigger.training.experts import stop_process_server
+
+        stop_process_server()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import INPUT_COLUMNS, write_table
+from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.training.experts import train
 
@@ -135,20 +135,16 @@ def test_ctrl_c_stops_every_expert_and_resume_finishes_the_run(data, tmp_path):
 
 
 def test_nan_loss_fails_that_expert_only(data, tmp_path):
-    """Inputs so large that expert 2's loss overflows: it stops with a clear message, expert 0 goes on."""
-    table = generate(6000, seed=200)
-    blown = table["Expert"] == 2
-    table.loc[blown, INPUT_COLUMNS[0]] = 1e30
-    bad_train = tmp_path / "train_overflow.gz"
-    write_table(table, bad_train)
-    config = {"extends": "baseline_v1", "data": {**data, "train": [str(bad_train)]}, "experts": [0, 2],
-              "epochs": 2, "plot_every": 1000, "batch_size": 256}
+    """A learning rate so large that expert 2's loss overflows: it stops with a clear message, expert 0 goes on.
+    (Inputs that large are a data error now, caught before any training.)"""
+    config = {"extends": "baseline_v1", "data": data, "experts": [0, 2], "epochs": 2, "plot_every": 1000,
+              "batch_size": 256, "expert_2": {"learning_rate": 1e30}}
     result = train(config, production=True, log_root=tmp_path / "log", show_progress=False)
     assert not result.ok
     experts = result.summary["experts"]
     assert experts["expert_0"]["status"] == "finished"
     assert experts["expert_2"]["status"] == "failed"
-    assert "training loss became" in experts["expert_2"]["error"]
+    assert "loss became" in experts["expert_2"]["error"]
     assert "lower learning_rate" in (result.folder / "expert_2.log").read_text()
 
 
@@ -170,9 +166,12 @@ def weights_bytes(folder: Path) -> bytes:
 
 @pytest.mark.parametrize("production", [False, True], ids=["debug", "parallel"])
 def test_same_seed_same_weights_other_seed_other_weights(data, tmp_path, production):
+    """In production at the default batch size 2048, with experts of different sizes, so that one finishes
+    while the other still trains (cores are freed then; thread counts stay fixed all the same)."""
     def run(seed: int) -> Path:
-        config = {"extends": "reweight_normal", "data": data, "experts": [1, 4], "epochs": 2, "seed": seed,
-                  "batch_size": 128, "plot_every": 1000}
+        config = {"extends": "reweight_normal", "data": data, "experts": [0, 4] if production else [1, 4],
+                  "epochs": 12 if production else 2, "seed": seed, "batch_size": 2048 if production else 128,
+                  "plot_every": 1000}
         return train(config, production=production, log_root=tmp_path, show_progress=False).folder
 
     first, second = run(7), run(7)
@@ -182,5 +181,5 @@ def test_same_seed_same_weights_other_seed_other_weights(data, tmp_path, product
     mine = json.loads(weights_bytes(first))
     assert set(other) == set(mine)
     for key in mine:
-        assert not np.array_equal(np.array(mine[key]["net.0.weight"]["values"]),
-                                  np.array(other[key]["net.0.weight"]["values"]))
+        assert not np.array_equal(np.array(mine[key]["weights"]["model.net.0.weight"]),
+                                  np.array(other[key]["weights"]["model.net.0.weight"]))

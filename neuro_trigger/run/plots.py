@@ -8,6 +8,7 @@ matplotlib's fixed cost per figure (axes, ticks, text: about 60-80 ms each, 20 f
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -278,15 +279,37 @@ def prediction_figures(
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
 
 
+def figure_names(out_size: int) -> list[str]:
+    """The names `prediction_figures` gives its figures, in its order, without drawing them."""
+    names = []
+    for q in ("z", "theta")[:out_size]:
+        for suffix in ("", "-old"):
+            names += [f"{q}_vs_reco{suffix}", f"{q}_pred{suffix}", f"{q}_residual{suffix}",
+                      f"{q}_residual_std_vs_{q}{suffix}"] + ([f"z_residual_ip{suffix}"] if q == "z" else [])
+        names.append(f"{q}-gt")
+    return names
+
+
+def figure_file(name: str) -> str:
+    """The PNG file name of a figure."""
+    return f"{_UNSAFE.sub('_', name)}.png"
+
+
 def save_figures(figs: dict[str, Figure], folder: Path, dpi: int = DPI) -> list[Path]:
-    """Write each figure as ``folder/<name>.png`` (folder created); return the paths in order."""
+    """Write each figure as ``folder/<name>.png`` (folder created); return the paths in order.
+
+    Each file appears whole or not at all (written under a temporary name, then renamed), so a run
+    stopped while drawing leaves only complete figures, and `--resume` draws the missing ones."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figs.items():
-        path = folder / f"{_UNSAFE.sub('_', name)}.png"
+        path = folder / figure_file(name)
+        partial = path.with_name(f".{path.name}.part")
         # zlib level 1: files about 10% larger than the default level 6, encoding twice as fast
-        fig.savefig(path, dpi=dpi, format="png", pil_kwargs={"compress_level": 1})
+        fig.savefig(partial, dpi=dpi, format="png", pil_kwargs={"compress_level": 1})
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
         paths.append(path)
     return paths
 

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,14 @@ from neuro_trigger.data.filters import ExpertFilter, parse_filter
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts
 from neuro_trigger.run.folder import append_journal, create_run_folder, ensure_writable, write_git_snapshot
+from neuro_trigger.training.stopping import (
+    RunLock,
+    process_alive,
+    process_start_time,
+    stop_job_on_signals,
+    stop_on_signals,
+    watch_parent,
+)
 
 log = logging.getLogger("neuro_trigger")
 
@@ -66,8 +75,11 @@ def data_paths(config: dict[str, Any]) -> dict[str, list[Path]]:
     toy_dir = toy_mc.DEFAULT_DIR.resolve()
     wanted = [p for ps in paths.values() for p in ps]
     if any(p.resolve().parent == toy_dir and not p.exists() for p in wanted):
-        log.info("generating the embedded toy data set into %s (first use)", toy_dir)
+        began = time.time()
+        log.info("generating the embedded default data set (the toy Monte Carlo) into %s: first use, "
+                 "about a minute", toy_dir)
         toy_mc.ensure_default_dataset()
+        log.info("default data set generated in %.0f s", time.time() - began)
     return paths
 
 
@@ -114,7 +126,8 @@ def _expert_logging(folder: Path, key: str) -> logging.Handler:
 
 
 def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
-               report=None, resume_from: Path | None = None, threads=None, plots: bool = True) -> dict[str, Any]:
+               report=None, resume_from: Path | None = None, threads=None, plots: bool = True,
+               verbose: bool = False) -> dict[str, Any]:
     """Train one expert of the run in `folder` and write its part of the folder; returns its status.
 
     Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
@@ -122,27 +135,33 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
     the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
     False leaves the figures to artifacts.write_expert_plots (a parallel run draws them in jobs of their own).
+    `verbose` lets Lightning's banners and routine warnings through.
     """
     import lightning as L
     import torch
 
     from neuro_trigger.training.batches import EvalBatches, TrainBatches
     from neuro_trigger.training.module import ExpertModule
+    from neuro_trigger.training.quiet import quiet_lightning
 
+    quiet_lightning(verbose)
     report = report or (lambda message: None)
     resolved = json.loads((folder / "config.json").read_text())
     config = resolved["experts"][key]
     expert_dir = folder / key
     expert_dir.mkdir(exist_ok=True)
-    status: dict[str, Any] = {"status": "running", "started": _now(), "pid": os.getpid()}
+    status: dict[str, Any] = {"status": "running", "started": _now(), "pid": os.getpid(),
+                              "pid_start": process_start_time(os.getpid())}
     artifacts.write_json(expert_dir / "status.json", status)
     if stores is None:
         stores = load_data(config, folder.parent.parent)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     out = config["out_size"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tensors = {s: (torch.from_numpy(st.x), torch.from_numpy(st.y[:, :out]), torch.from_numpy(st.y_old[:, :out]))
-               for s, st in stores.items()}
+    with warnings.catch_warnings():  # the shared columns are read-only maps; the tensors are only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = {s: (torch.from_numpy(st.x), torch.from_numpy(st.y[:, :out]), torch.from_numpy(st.y_old[:, :out]))
+                   for s, st in stores.items()}
     train_rows = expert_rows(stores["train"], config)
     val_rows = expert_rows(stores["val"], config)
     log.info("%s: %d train rows, %d val rows, batch size %d, %s", key, len(train_rows), len(val_rows),
@@ -237,22 +256,32 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
     return trainer, checkpoint
 
 
+def _job_start(folder: Path, log_name: str, run_pid: int) -> None:
+    """First steps of every job process: output into its log, SIGTERM/SIGHUP like Ctrl-C, and stop
+    by itself if the run's process (`run_pid`) dies."""
+    log_fd = os.open(folder / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    stop_job_on_signals()
+    watch_parent(run_pid)
+
+
 def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, progress,
-           resume_from: Path | None) -> None:
+           resume_from: Path | None, run_pid: int, adaptive: bool, verbose: bool) -> None:
     """Entry point of an expert process: its output goes to its own log, its status to status.json."""
     import torch
 
-    log_fd = os.open(folder / f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
+    _job_start(folder, f"{key}.log", run_pid)
     _expert_logging(folder, key)
     torch.set_num_threads(threads.value)
     stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
     try:
-        run_expert(folder, key, stores, progress.put, resume_from, threads, plots=False)
+        run_expert(folder, key, stores, progress.put, resume_from, threads if adaptive else None, plots=False,
+                   verbose=verbose)
     except KeyboardInterrupt:
-        progress.put({"expert": key, "status": "interrupted"})
-        sys.exit(130)  # the parent marks an expert interrupted before its training started
+        progress.cancel_join_thread()  # never wait at exit for a runner that may no longer read
+        sys.exit(130)  # the parent reads the status; it marks an expert interrupted before its training started
     except BaseException as error:  # noqa: BLE001 - every failure must reach status.json
         log.error("%s failed:\n%s", key, traceback.format_exc())
         _write_failure(folder, key, error)
@@ -260,11 +289,9 @@ def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, p
         sys.exit(1)
 
 
-def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns) -> None:
+def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns, run_pid: int) -> None:
     """Entry point of a plotting job: the figures of one finished expert on one split."""
-    log_fd = os.open(folder / f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
+    _job_start(folder, f"{key}.log", run_pid)
     _expert_logging(folder, key)
     config = json.loads((folder / "config.json").read_text())["experts"][key]
     try:
@@ -276,11 +303,9 @@ def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns) -> No
         sys.exit(1)
 
 
-def _tables_child(folder: Path, handles: dict[str, SharedColumns]) -> None:
+def _tables_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int) -> None:
     """Entry point of the job writing the run's prediction tables once every expert has trained."""
-    log_fd = os.open(folder / "app.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
+    _job_start(folder, "app.log", run_pid)
     try:
         artifacts.write_prediction_tables(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
     except KeyboardInterrupt:
@@ -314,17 +339,22 @@ class _Console(logging.StreamHandler):
         pass
 
 
+def _setup_console() -> None:
+    """This project's log lines on the console (once per process), from the first step of a run."""
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        console = _Console()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    log.setLevel(logging.INFO)
+
+
 def _setup_logging(folder: Path) -> logging.Handler:
     handler = logging.FileHandler(folder / "app.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    if not any(isinstance(h, _Console) for h in log.handlers):
-        console = _Console()
-        console.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(console)
-    log.setLevel(logging.INFO)
+    _setup_console()
     return handler
 
 
@@ -337,14 +367,17 @@ def train(
     description: str = "",
     log_root: Path | None = None,
     show_progress: bool = True,
+    verbose: bool = False,
 ) -> RunResult:
     """Train the experts of a config and return the run folder and its summary.
 
     production: every expert, each in its own process, into `log_root/<config>/version_N` (default
     `<repo>/log`); otherwise a debug run: only the first expert, in this process (breakpoints
     work), at most 10 epochs, into /tmp/nt_pytorch_debug_log. solo: one network on all data.
+    verbose: Lightning's banners and routine warnings in the expert logs too.
     """
     started = time.time()
+    _setup_console()
     experts = [-1] if solo else None
     resolved = resolve_config(config, overrides, experts=experts)
     if not production:
@@ -353,6 +386,8 @@ def train(
         for c in resolved["experts"].values():
             c["epochs"] = min(c["epochs"], DEBUG_MAX_EPOCHS)
     root = Path(log_root) if log_root else (REPO_ROOT / "log" if production else DEBUG_ROOT)
+    # earlier runs named by compare_to are production runs: under log/ also for a debug run
+    runs_root = Path(log_root) if log_root else REPO_ROOT / "log"
     ensure_writable(root)
     if production:
         start_process_server()
@@ -363,33 +398,40 @@ def train(
                 raise UserError(f"data file for '{split}' is a directory: {p}")
             if not p.is_file():
                 raise UserError(f"data file for '{split}' not found: {p}")
-    stores = load_data(resolved["global"], root)
+    stores = load_data(resolved["global"], runs_root)
     counts = check_rows(stores, resolved)
+    ensure_writable(root, min_free_mb=_megabytes(artifacts.estimated_run_bytes(stores, resolved)))
     for key, config_ in resolved["experts"].items():
         if config_.get("load_pre_trained_weights"):
             artifacts.check_weights_file(config_["load_pre_trained_weights"], [key], resolved["experts"])
     folder = create_run_folder(root, resolved["name"])
     handler = _setup_logging(folder)
     try:
-        log.info("run folder %s (%s, experts %s)", folder, "production" if production else "debug",
-                 list(resolved["experts"]))
-        for split, store in stores.items():
-            log.info("%s: %d rows from %s", split, len(store), ", ".join(s["path"] for s in store.sources))
-        resolved["description"] = description
-        resolved["mode"] = "production" if production else "debug"
-        artifacts.write_json(folder / "config.json", resolved)
-        git_id = write_git_snapshot(folder, REPO_ROOT)
-        log.info("git %s", git_id or "unavailable (see git_id.txt)")
-        artifacts.start_summary(folder, resolved, stores, git_id, description, started)
-        return _run_and_assemble(folder, resolved, stores, counts, {}, show_progress, started)
+        with RunLock(folder).acquire("train"), stop_on_signals():
+            log.info("run folder %s (%s, experts %s)", folder, "production" if production else "debug",
+                     list(resolved["experts"]))
+            for split, store in stores.items():
+                log.info("%s: %d rows from %s", split, len(store), ", ".join(s["path"] for s in store.sources))
+            resolved["description"] = description
+            resolved["mode"] = "production" if production else "debug"
+            resolved["runs_root"] = str(runs_root)
+            artifacts.write_json(folder / "config.json", resolved)
+            git_id = write_git_snapshot(folder, REPO_ROOT)
+            log.info("git %s", git_id or "unavailable (see git_id.txt)")
+            artifacts.start_summary(folder, resolved, stores, git_id, description, started)
+            return _run_and_assemble(folder, resolved, stores, counts, {}, show_progress, started, verbose=verbose)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
+def _megabytes(n_bytes: int) -> int:
+    return max(50, -(-n_bytes // 2**20))
+
+
 def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
                       resume_from: dict[str, Path | None], show: bool, started: float,
-                      unplotted: list[tuple[str, str]] = ()) -> RunResult:
+                      unplotted: list[tuple[str, str]] = (), verbose: bool = False) -> RunResult:
     """Train the experts in `counts` (in processes for production runs), then assemble the folder.
 
     On Ctrl-C the folder is still assembled from what finished, summary.json says "interrupted",
@@ -401,58 +443,128 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
     try:
         tables_written = False
         if resolved["mode"] == "production":
-            tables_written = _run_parallel(folder, resolved, stores, counts, resume_from, show, unplotted)
+            tables_written = _run_parallel(folder, resolved, stores, counts, resume_from, show, unplotted, verbose)
         else:
             for key, split in unplotted:
                 artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
-            _run_in_process(folder, list(counts), stores, resume_from, show)
+            _run_in_process(folder, list(counts), stores, resume_from, show, verbose)
     except KeyboardInterrupt:
+        log.info("interrupted: writing what the finished experts left (predictions, weights, summary)")
         artifacts.assemble(folder, stores)
         append_journal(root / "log.txt", {**journal, "description": journal["description"] + " [interrupted]"})
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
+    log.info("all experts done: writing the prediction tables, weights.json and summary.json" if not tables_written
+             else "all experts done: writing weights.json and summary.json")
     summary = artifacts.assemble(folder, stores, tables_written=tables_written)
-    append_journal(root / "log.txt", journal)
-    log.info("done in %.1f s: %s", time.time() - started, folder)
+    failed = summary["status"] != "finished"
+    append_journal(root / "log.txt", {**journal, "description": journal["description"] + (" [failed]" if failed
+                                                                                          else "")})
+    for line in verdict_lines(summary, resolved):
+        log.info("%s", line)
+    if failed:
+        log.error("failed after %.1f s: %s; see the expert logs there, continue with: "
+                  "python neuro_trigger/main.py --resume %s", time.time() - started, folder, folder)
+    else:
+        log.info("done in %.1f s: %s", time.time() - started, folder)
     return RunResult(folder, summary)
 
 
-def resume(folder: Path, show_progress: bool = True) -> RunResult:
+def verdict_lines(summary: dict[str, Any], resolved: dict[str, Any], split: str = "val") -> list[str]:
+    """One line per expert for the console: how it ended, its epochs, and new against old on `split`."""
+    lines = []
+    metrics = summary.get("metrics", {}).get(split, {}).get("experts", {})
+    for key, state in summary["experts"].items():
+        status = state.get("status", "unknown")
+        if status != "finished":
+            lines.append(f"{key}: {status}" + (f": {state['error']}" if state.get("error") else ""))
+            continue
+        epochs, most = state.get("epochs_done", 0), resolved["experts"][key]["epochs"]
+        stop = f"early stop after {epochs}/{most} epochs" if epochs < most else f"{epochs}/{most} epochs"
+        m = metrics.get(key, {}).get("unfiltered", {})
+        lines.append(f"{key}: {stop}; {split} z resolution {_number(m, 'z_diff_std_cm', '.2f')} cm "
+                     f"(old {_number(m, 'old_z_diff_std_cm', '.2f')} cm), "
+                     f"loss vs old {_number(m, 'loss_vs_old', '.3f')}")
+    return lines
+
+
+def _number(metrics: dict[str, Any], name: str, fmt: str) -> str:
+    value = metrics.get(name)
+    return format(value, fmt) if isinstance(value, int | float) else "n/a"
+
+
+def resume(folder: Path, show_progress: bool = True, verbose: bool = False) -> RunResult:
     """Continue a run: every expert not finished goes on from its last checkpoint (or starts, if it
     has none); finished experts are kept as they are. Then the folder is assembled as after any run."""
     started = time.time()
+    _setup_console()
     folder = Path(folder).resolve()
     if not (folder / "config.json").is_file() or not (folder / "summary.json").is_file():
         raise UserError(f"--resume {folder}: not a run folder (no config.json / summary.json)")
     resolved = artifacts.read_json(folder / "config.json", "--resume")
     summary = artifacts.read_json(folder / "summary.json", "--resume")
-    handler = _setup_logging(folder)
-    try:
+    with RunLock(folder).acquire("--resume"):
+        for key in resolved["experts"]:
+            state = _read_status(folder, key)
+            if state.get("status") == "running" and state.get("pid") and \
+                    process_alive(state["pid"], state.get("pid_start")):
+                raise UserError(f"--resume {folder}: {key} is still training in process {state['pid']} "
+                                f"(left from the run that started it); stop it first (kill {state['pid']})")
+        unplotted = _missing_figures(folder, resolved)
+        if summary.get("status") == "finished" and not unplotted:
+            log.info("%s finished already and is complete: nothing to resume, nothing changed", folder)
+            return RunResult(folder, summary)
+        handler = _setup_logging(folder)
+        try:
+            with stop_on_signals():
+                return _resume(folder, resolved, summary, unplotted, show_progress, started, verbose)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _missing_figures(folder: Path, resolved: dict[str, Any]) -> list[tuple[str, str]]:
+    """(expert, split) of finished experts that lack any of their figures (a run stopped while drawing them)."""
+    from neuro_trigger.run.plots import figure_file, figure_names
+
+    missing = []
+    for key, config in resolved["experts"].items():
+        if _status_of(folder, key) != "finished":
+            continue
+        files = [figure_file(name) for name in figure_names(config["out_size"])]
+        missing += [(key, split) for split in artifacts.PLOT_SPLITS
+                    if not all((folder / key / "plots" / split / f).is_file() for f in files)]
+    return missing
+
+
+def _resume(folder: Path, resolved: dict[str, Any], summary: dict[str, Any], unplotted: list[tuple[str, str]],
+            show_progress: bool, started: float, verbose: bool) -> RunResult:
+    if resolved["mode"] == "production":
         start_process_server()
-        stores = load_data(resolved["global"], folder.parent.parent)
-        for split, store in stores.items():
-            recorded = [s["sha256"] for s in summary["data"][split]]
-            if recorded != [s["sha256"] for s in store.sources]:
-                raise UserError(f"--resume {folder}: the {split} data files changed since the run started")
-        counts = check_rows(stores, resolved)
-        todo = {k: n for k, n in counts.items() if _status_of(folder, k) != "finished"}
-        # a finished expert whose plots were still being drawn when the run stopped gets them now
-        unplotted = [(k, split) for k in counts if k not in todo for split in artifacts.PLOT_SPLITS
-                     if split in stores and not any((folder / k / "plots" / split).glob("*.png"))]
-        resume_from = {}
-        for key in todo:
-            last = folder / key / "ckpts" / "last.ckpt"
-            resume_from[key] = last if last.is_file() else None
-        log.info("resuming %s: %s", folder, ", ".join(
-            f"{k} from {'its last checkpoint' if resume_from[k] else 'the start'}" for k in todo) or "nothing to train")
-        return _run_and_assemble(folder, resolved, stores, todo, resume_from, show_progress, started, unplotted)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+    stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
+    for split, store in stores.items():
+        recorded = [s["sha256"] for s in summary["data"][split]]
+        if recorded != [s["sha256"] for s in store.sources]:
+            raise UserError(f"--resume {folder}: the {split} data files changed since the run started")
+    counts = check_rows(stores, resolved)
+    todo = {k: n for k, n in counts.items() if _status_of(folder, k) != "finished"}
+    ensure_writable(folder, min_free_mb=_megabytes(artifacts.estimated_run_bytes(
+        stores, {**resolved, "experts": {k: resolved["experts"][k] for k in todo}})))
+    unplotted = [(k, split) for k, split in unplotted if split in stores]
+    resume_from = {}
+    for key in todo:
+        last = folder / key / "ckpts" / "last.ckpt"
+        resume_from[key] = last if last.is_file() else None
+    log.info("resuming %s: %s", folder, ", ".join(
+        f"{k} from {'its last checkpoint' if resume_from[k] else 'the start'}" for k in todo) or "nothing to train")
+    if unplotted:
+        log.info("drawing the missing figures of %s", ", ".join(f"{k} ({split})" for k, split in unplotted))
+    return _run_and_assemble(folder, resolved, stores, todo, resume_from, show_progress, started, unplotted,
+                             verbose)
 
 
 def _run_in_process(folder: Path, keys: list[str], stores: dict[str, ColumnStore],
-                    resume_from: dict[str, Path | None], show: bool) -> None:
+                    resume_from: dict[str, Path | None], show: bool, verbose: bool = False) -> None:
     import torch
 
     if not torch.cuda.is_available():
@@ -461,7 +573,7 @@ def _run_in_process(folder: Path, keys: list[str], stores: dict[str, ColumnStore
     for key in keys:
         handler = _expert_logging(folder, key)
         try:
-            run_expert(folder, key, stores, view.update, resume_from.get(key))
+            run_expert(folder, key, stores, view.update, resume_from.get(key), verbose=verbose)
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as error:
@@ -488,9 +600,10 @@ def threads_per_expert(slots: int) -> int:
 
 # What every expert process needs, imported once in the fork server: a process forked from it starts
 # in a fraction of a second instead of the 5-7 s a fresh interpreter takes to import torch and lightning.
-PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementations.local",
-           "neuro_trigger.training.experts", "neuro_trigger.training.module", "neuro_trigger.training.callbacks",
-           "neuro_trigger.run.artifacts", "neuro_trigger.run.plots"]
+# Only third-party libraries: this project's own modules are imported by each job from the files as they
+# are when it starts, so a notebook that edits a module runs the code that git_diff.txt records.
+PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementations.local", "pandas",
+           "matplotlib.figure", "matplotlib.backends.backend_agg"]
 
 
 def process_context() -> mp.context.BaseContext:
@@ -512,8 +625,26 @@ def start_process_server() -> None:
         forkserver.ensure_running()
 
 
+def stop_process_server() -> None:
+    """End the fork server now, when no job of it is left. Left to itself it ends once this process has
+    ended, after tearing down torch and lightning, and until then it holds the console's output open
+    (a shell pipe or a subprocess reading it would wait). Python has no public call for this."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server._stop()
+
+
 def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
-                  resume_from: dict[str, Path | None], show: bool, unplotted: list[tuple[str, str]] = ()) -> bool:
+                  resume_from: dict[str, Path | None], show: bool, unplotted: list[tuple[str, str]] = (),
+                  verbose: bool = False) -> bool:
     """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
     per core) at once; the split data are shared with them, not copied. Returns whether the prediction
     tables were written (by a job of their own, once every expert has trained)."""
@@ -529,6 +660,8 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
         slots = min(slots, cpu_cores())
     ctx = process_context()
     threads = ctx.Value("i", threads_per_expert(slots))
+    adaptive = bool(resolved["global"].get("adaptive_threads", False))
+    run_pid = os.getpid()
     log.info("%d processes at a time (trainings, then plots), %d CPU thread(s) per training", slots,
              threads.value)
     shared = {split: store.to_shared() for split, store in stores.items()}
@@ -546,14 +679,23 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                 job = pending.pop(0)
                 if job[0] == "train":
                     proc = ctx.Process(target=_child, name=job[1],
-                                       args=(folder, job[1], shared, threads, progress, resume_from.get(job[1])))
+                                       args=(folder, job[1], shared, threads, progress, resume_from.get(job[1]),
+                                             run_pid, adaptive, verbose))
                     view.update({"expert": job[1], "status": "started"})
                 elif job[0] == "plots":
                     proc = ctx.Process(target=_plot_child, name=f"{job[1]}-{job[2]}-plots",
-                                       args=(folder, job[1], job[2], shared[job[2]]))
+                                       args=(folder, job[1], job[2], shared[job[2]], run_pid))
                 else:
-                    proc = ctx.Process(target=_tables_child, name="tables", args=(folder, shared))
-                proc.start()
+                    proc = ctx.Process(target=_tables_child, name="tables", args=(folder, shared, run_pid))
+                try:
+                    proc.start()
+                except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be sent to a process
+                    if job[0] != "train":
+                        raise
+                    reason = f"its process could not be started: {type(error).__name__}: {error}"
+                    _mark_failed_at_start(folder, job[1], reason)
+                    view.update({"expert": job[1], "status": "failed", "error": reason})
+                    continue
                 running[job] = proc
             # until a job ends (its sentinel) or 0.2 s pass: a freed slot is refilled at once
             mp.connection.wait([proc.sentinel for proc in running.values()], timeout=0.2)
@@ -562,7 +704,7 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                 if proc.exitcode is None:
                     continue
                 del running[job]
-                if not pending and running and not torch.cuda.is_available():
+                if adaptive and not pending and running and not torch.cuda.is_available():
                     # the jobs still running may take over the freed cores (ThreadShare keeps them only if faster)
                     threads.value = max(1, min(4, cpu_cores() // len(running)))
                 if job[0] == "tables":
@@ -580,11 +722,14 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
                 _record_exit(folder, key, proc.exitcode)
                 status = _status_of(folder, key)
                 if status != "finished":
-                    view.update({"expert": key, "status": status})
+                    error = _read_status(folder, key).get("error")
+                    view.update({"expert": key, "status": status, **({"error": error} if error else {})})
                 else:
                     pending += [("plots", key, split) for split in artifacts.PLOT_SPLITS if split in shared]
                 if not any(j[0] == "train" for j in [*pending, *running]):
                     pending.insert(0, ("tables",))
+                    log.info("every expert has trained: drawing the figures (%d jobs) and writing the prediction "
+                             "tables", sum(j[0] == "plots" for j in [*pending, *running]))
         _show_progress(progress, view)
         return tables_written
     except KeyboardInterrupt:
@@ -593,11 +738,17 @@ def _run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGINT)
         deadline = time.time() + 20
+        alive = [proc for proc in running.values() if proc.is_alive()]
+        while alive and time.time() < deadline:
+            # keep reading their progress: a job whose messages fill the pipe cannot exit
+            mp.connection.wait([proc.sentinel for proc in alive], timeout=0.2)
+            _show_progress(progress, view)
+            alive = [proc for proc in alive if proc.is_alive()]
         for job, proc in running.items():
-            proc.join(max(0.1, deadline - time.time()))
             if proc.is_alive():
+                log.warning("%s did not stop within 20 s: killed", proc.name)
                 proc.kill()
-                proc.join()
+            proc.join()
             if job[0] == "train":
                 _record_exit(folder, job[1], proc.exitcode, interrupted=True)
         for job in pending:
@@ -620,25 +771,44 @@ def _show_progress(progress, view: ProgressView) -> None:
 
 
 def _status_of(folder: Path, key: str) -> str:
+    return _read_status(folder, key).get("status", "unknown")
+
+
+def _read_status(folder: Path, key: str) -> dict[str, Any]:
     path = folder / key / "status.json"
-    return json.loads(path.read_text())["status"] if path.exists() else "unknown"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def _record_exit(folder: Path, key: str, exitcode: int | None, interrupted: bool = False) -> None:
     """A process that died without writing a final status (killed by a signal, say) is marked here."""
-    path = folder / key / "status.json"
-    status = json.loads(path.read_text()) if path.exists() else {}
+    status = _read_status(folder, key)
     if status.get("status") in ("finished", "failed", "interrupted"):
         return
-    if interrupted or exitcode == 130:
+    if interrupted or exitcode in (130, 143, 129):
         status.update(status="interrupted")
+    elif status.get("pid") is None:
+        # it never reached run_expert: the import of its code or the start of the process failed
+        _mark_failed_at_start(folder, key, f"its process died before the expert started (exit code {exitcode}); "
+                                           "the error is above on the console. A script that calls train() "
+                                           "must do so under `if __name__ == \"__main__\":`")
+        return
     elif exitcode is not None and exitcode < 0:
         status.update(status="failed", error=f"killed by signal {signal.Signals(-exitcode).name}")
     else:
         status.update(status="failed", error=f"process exited with code {exitcode}")
     status["ended"] = _now()
-    path.parent.mkdir(exist_ok=True)
-    artifacts.write_json(path, status)
+    artifacts.write_json(folder / key / "status.json", status)
+
+
+def _mark_failed_at_start(folder: Path, key: str, reason: str) -> None:
+    """An expert whose process never started training: the reason goes to its status, its log and the console."""
+    log.error("%s failed: %s", key, reason)
+    with open(folder / f"{key}.log", "a") as f:
+        f.write(f"{_now()} ERROR {key} failed: {reason}\n")
+    artifacts.write_json(folder / key / "status.json", {"status": "failed", "error": reason, "ended": _now()})
 
 
 class ProgressView:
@@ -664,6 +834,8 @@ class ProgressView:
             text = f"{status:<9} {text}"
         else:
             text = status + (f": {message['error']}" if message.get("error") else "")
+        if status != "training" and self.rows.get(key) == text:
+            return  # said already (a failure is reported by the process and again from its status)
         self.rows[key] = text
         if not self.show:
             return
