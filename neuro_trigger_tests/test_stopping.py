@@ -87,16 +87,16 @@ def long_run(data: dict, log_root: Path) -> tuple[subprocess.Popen, Path]:
     return proc, folder
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_stopping_the_main_process_stops_everything(data, tmp_path, sig):
-    """SIGTERM to the main process alone (what kill and timeout send) stops the experts with their
-    checkpoints, exit 143, summary and journal say interrupted. SIGKILL leaves the experts to stop by
+    """SIGINT or SIGTERM to the main process alone (what kill and timeout send) stops the experts with their
+    checkpoints, exit 130 or 143, summary and journal say interrupted. SIGKILL leaves the experts to stop by
     themselves. Either way no process of the run is left and nothing new is in /dev/shm."""
     shm_before = shm_entries()
     proc, folder = long_run(data, tmp_path)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), err
+    assert proc.returncode == (128 + sig if sig != signal.SIGKILL else -signal.SIGKILL), err
     wait_for(lambda: not session_processes(proc.pid), "every process of the run to end", timeout=60)
     assert shm_entries() <= shm_before
     for key in ("expert_0", "expert_3"):
@@ -104,10 +104,10 @@ def test_stopping_the_main_process_stops_everything(data, tmp_path, sig):
         assert status(folder, key)["epochs_done"] >= 1
         assert (folder / key / "ckpts" / "last.ckpt").is_file()
     summary = json.loads((folder / "summary.json").read_text())
-    if sig == signal.SIGTERM:
+    if sig != signal.SIGKILL:
         assert summary["status"] == "interrupted"
         assert "[interrupted]" in (tmp_path / "log.txt").read_text()
-        assert "interrupted (SIGTERM)" in err
+        assert f"interrupted ({sig.name})" in err
     else:
         assert summary["status"] == "running"  # the main process had no chance to say more
 
@@ -212,6 +212,10 @@ def test_cli_leaves_no_process_behind_when_it_exits(data, tmp_path):
     assert proc.returncode == 0, err
     assert Path(out.strip().splitlines()[-1]) == tmp_path / "baseline_v2" / "version_0"
     wait_for(lambda: not session_processes(proc.pid), "the run's processes to end", timeout=30)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for log_file in ("app.log", "expert_2.log"):  # readable by the group, executable by nobody
+        assert (tmp_path / "baseline_v2" / "version_0" / log_file).stat().st_mode & 0o777 == 0o666 & ~umask
     assert re.search(r"expert_2: 1/1 epochs; val z resolution [\d.]+ cm \(old [\d.]+ cm\)", err), err
 
 

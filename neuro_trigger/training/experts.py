@@ -259,7 +259,7 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
 def _job_start(folder: Path, log_name: str, run_pid: int) -> None:
     """First steps of every job process: output into its log, SIGTERM/SIGHUP like Ctrl-C, and stop
     by itself if the run's process (`run_pid`) dies."""
-    log_fd = os.open(folder / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = os.open(folder / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
