@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.training.experts import train
+from neuro_trigger_tests.run_helpers import start, status, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -32,33 +30,6 @@ def data(tmp_path_factory) -> dict[str, list[str]]:
     return paths
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "neuro_trigger/main.py", *args]
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for(condition, what: str, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def status(folder: Path, key: str) -> dict:
-    path = folder / key / "status.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def summary(folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
@@ -69,9 +40,9 @@ def data_arg(data: dict) -> str:
 
 def test_killed_expert_fails_alone(data, tmp_path):
     """SIGKILL on one expert's process: the other finishes and its results are complete; exit code 1."""
-    proc = start(cli("baseline_v2", "-p", "-d", "kill test", "--log-root", str(tmp_path), "-m", data_arg(data),
+    proc = start("baseline_v2", "-p", "-d", "kill test", "--log-root", str(tmp_path), "-m", data_arg(data),
                      "experts=[0, 3]", "batch_size=64", "plot_every=1000", "expert_0.epochs=4",
-                     "expert_3.epochs=100000", "early_stopping_patience=100000"))
+                     "expert_3.epochs=100000", "early_stopping_patience=100000")
     folder = tmp_path / "baseline_v2" / "version_0"
     wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists() and status(folder, "expert_3").get("pid"),
              "expert_3 to train an epoch")
@@ -93,9 +64,9 @@ def test_killed_expert_fails_alone(data, tmp_path):
 def test_ctrl_c_stops_every_expert_and_resume_finishes_the_run(data, tmp_path):
     """Ctrl-C: every expert stops within seconds, checkpoints stay, summary says interrupted with the
     epochs done; --resume continues the unfinished expert and leaves the finished one alone."""
-    proc = start(cli("baseline_v2", "-p", "-d", "ctrl-c test", "--log-root", str(tmp_path), "-m", data_arg(data),
+    proc = start("baseline_v2", "-p", "-d", "ctrl-c test", "--log-root", str(tmp_path), "-m", data_arg(data),
                      "experts=[0, 3]", "batch_size=16", "plot_every=1000", "early_stopping_patience=1000",
-                     "expert_3.epochs=1", "expert_0.epochs=40"))
+                     "expert_3.epochs=1", "expert_0.epochs=40")
     folder = tmp_path / "baseline_v2" / "version_0"
     wait_for(lambda: status(folder, "expert_3").get("status") == "finished"
              and len(list((folder / "expert_0" / "ckpts").glob("best-*.ckpt"))) > 0
@@ -118,7 +89,7 @@ def test_ctrl_c_stops_every_expert_and_resume_finishes_the_run(data, tmp_path):
     ckpt_times = {p.name: p.stat().st_mtime_ns for p in (folder / "expert_3" / "ckpts").iterdir()}
     shutil.rmtree(folder / "expert_3" / "plots", ignore_errors=True)  # as if Ctrl-C came while they were drawn
 
-    resumed = start(cli("--resume", str(folder)))
+    resumed = start("--resume", str(folder))
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     result = summary(folder)
@@ -151,7 +122,7 @@ def test_nan_loss_fails_that_expert_only(data, tmp_path):
 def test_runs_started_together_get_their_own_folders(data, tmp_path):
     args = ["baseline_v2", "-d", "together", "--log-root", str(tmp_path), "-m", data_arg(data), "epochs=1",
             "plot_every=1000"]
-    procs = [start(cli(*args)) for _ in range(2)]
+    procs = [start(*args) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     folders = sorted(Path(out.strip().splitlines()[-1]).name for out, _ in outputs)

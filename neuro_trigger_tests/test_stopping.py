@@ -23,6 +23,7 @@ from neuro_trigger.training import experts
 from neuro_trigger.training.experts import resume, train
 from neuro_trigger.training.stopping import RunLock, Stopped, exit_code, process_start_time, stop_on_signals
 from neuro_trigger_tests._job_probe import project_modules
+from neuro_trigger_tests.run_helpers import start, status, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,6 @@ def data(tmp_path_factory) -> dict[str, list[str]]:
         write_table(generate(n, seed=300 + i), path)
         paths[split] = [str(path)]
     return paths
-
-
-def start(*args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.Popen([sys.executable, "neuro_trigger/main.py", *args], cwd=REPO_ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
 
 
 def session_processes(sid: int) -> list[int]:
@@ -58,22 +52,6 @@ def session_processes(sid: int) -> list[int]:
 
 def shm_entries() -> set[str]:
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-
-
-def wait_for(condition, what: str, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def status(folder: Path, key: str) -> dict:
-    try:
-        return json.loads((folder / key / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def long_run(data: dict, log_root: Path) -> tuple[subprocess.Popen, Path]:

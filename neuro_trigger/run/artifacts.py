@@ -5,23 +5,17 @@ every expert into the run-level files, so experts may run as separate processes 
 """
 from __future__ import annotations
 
-import errno
-import io
 import json
 import math
 import os
 import platform
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.filters import (
     AndFilter,
@@ -36,206 +30,27 @@ from neuro_trigger.data.filters import (
 from neuro_trigger.data.neuroresults import write_predictions
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import compat
+from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
+    DiskFullError,
+    disk_full_is_user_error,
+    is_disk_full,
+    read_json,
+    save_npz,
+    save_tensor,
+    write_atomic,
+    write_json,
+)
 from neuro_trigger.run.metrics import split_metrics
-from neuro_trigger.run.plots import prediction_figures, save_figures
+from neuro_trigger.run.plots import figure_names, prediction_figures, save_figures
+from neuro_trigger.run.weights import (  # noqa: F401 - also used as artifacts.*
+    MODULE_PREFIX,
+    check_weights_file,
+    expert_tensors,
+    load_weights_into,
+    weights_to_json,
+)
 
 SPLITS = ("train", "val", "test")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: NaN and inf become null, numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-
-
-class DiskFullError(UserError):
-    """No space left (disk or quota) while writing a run's files: one line naming the file."""
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """An OSError saying the disk (or the user's quota) is full."""
-    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
-
-
-@contextmanager
-def disk_full_is_user_error(path: Path) -> Iterator[None]:
-    """A full disk or quota while writing `path` becomes one line: UserError("disk full while writing ...")."""
-    try:
-        yield
-    except OSError as e:
-        if is_disk_full(e):
-            raise DiskFullError(f"disk full while writing {path}: {e.strerror or e}") from None
-        raise
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file through `write(binary file)` into a temp file beside it, renamed over `path` only when
-    complete: a reader never sees half a file and a failure (a full disk, say) leaves none behind. The
-    file gets mode 0o666 less the umask (0644 under the usual 022), as any file a program creates.
-    A full disk or quota is a UserError naming the file."""
-    path = Path(path)
-    with disk_full_is_user_error(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def _write_serialised(path: Path, save: Callable[[IO[bytes]], None]) -> None:
-    """Serialise into memory first, then write atomically: torch.save and np.savez write zip archives whose
-    error handling turns a full disk into a RuntimeError about file positions."""
-    buffer = io.BytesIO()
-    save(buffer)
-    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
-
-
-def save_tensor(path: Path, array: np.ndarray) -> None:
-    """An array as a torch tensor file (read back with torch.load(weights_only=True)), written atomically."""
-    import torch
-
-    _write_serialised(path, lambda f: torch.save(torch.from_numpy(np.ascontiguousarray(array)), f))
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Arrays as an .npz file (read back with allow_pickle=False), written atomically."""
-    _write_serialised(path, lambda f: np.savez(f, **arrays))
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (see write_atomic), so a reader never sees half a file."""
-    text = json.dumps(_plain(data), indent=1).encode()
-    write_atomic(path, lambda f: f.write(text))
-
-
-def read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{what}: file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{what}: {path} is a directory, expected a JSON file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{what}: {path} is not valid JSON ({e})") from None
-
-
-# ---------------------------------------------------------------------------------------------- weights
-# weights.json, in the original trainer's layout (which downstream scripts read):
-#   {"expert_N": {"shapes": {"model.net.0.weight": [81, 27], ...}, "weights": {"model.net.0.weight": [[...]], ...}}}
-# with the LightningModule's state_dict names: the module holds the network as `model`. Reading also
-# accepts this project's earlier layout {"expert_N": {"net.0.weight": {"shape": [...], "values": [...]}}}.
-MODULE_PREFIX = "model."
-
-
-def weights_to_json(state: dict[str, Any], prefix: str = MODULE_PREFIX) -> dict[str, Any]:
-    """One expert's entry of weights.json from its network's state_dict: every tensor's shape and values
-    (nested lists) under its LightningModule name (`prefix` + the network's name)."""
-    return {
-        "shapes": {prefix + name: list(t.shape) for name, t in state.items()},
-        "weights": {prefix + name: t.detach().cpu().tolist() for name, t in state.items()},
-    }
-
-
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
-def _read_weights(path: str) -> dict[str, Any]:
-    weights = read_json(_resolve(path), "load_pre_trained_weights")
-    if not isinstance(weights, dict):
-        raise UserError(f"load_pre_trained_weights: {path} is not a weights file (expected an object of experts)")
-    return weights
-
-
-def expert_tensors(entry: Any, path: str, key: str) -> dict[str, tuple[list[int] | None, Any]]:
-    """The tensors of one expert's entry, either layout, by the network's own state_dict names:
-    name -> (declared shape or None, values)."""
-    where = f"load_pre_trained_weights: {path}: {key}"
-    if not isinstance(entry, dict):
-        raise UserError(f"{where} is not an object of tensors")
-    if isinstance(entry.get("weights"), dict):  # the original's layout (and this project's since)
-        shapes = entry.get("shapes") if isinstance(entry.get("shapes"), dict) else {}
-        out = {}
-        for name, values in entry["weights"].items():
-            short = name[len(MODULE_PREFIX):] if name.startswith(MODULE_PREFIX) else name
-            out[short] = (shapes.get(name), values)
-        return out
-    out = {}
-    for name, item in entry.items():  # this project's earlier layout
-        if not (isinstance(item, dict) and "values" in item):
-            raise UserError(f"{where}: '{name}' is neither the original layout ({{'shapes', 'weights'}}) nor "
-                            f"{{'shape', 'values'}}")
-        out[name] = (item.get("shape"), item["values"])
-    return out
-
-
-def _load_state(model, entry: Any, path: str, key: str, torch) -> None:
-    """Check every tensor of the entry against the network and load them; each misfit is one line."""
-    tensors = expert_tensors(entry, path, key)
-    state = model.state_dict()
-    where = f"load_pre_trained_weights: {path}: {key}"
-    new = {}
-    for name, tensor in state.items():
-        if name not in tensors:
-            raise UserError(f"{where} lacks tensor '{MODULE_PREFIX}{name}' (it has {sorted(tensors)[:6]})")
-        shape, values = tensors[name]
-        need = list(tensor.shape)
-        if shape is not None and list(shape) != need:
-            raise UserError(f"{where}.{MODULE_PREFIX}{name} has shape {list(shape)}, the network needs {need}")
-        try:
-            value = torch.tensor(values, dtype=tensor.dtype)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise UserError(f"{where}.{MODULE_PREFIX}{name}: values are not a numeric array ({e})") from None
-        if list(value.shape) != need:
-            raise UserError(f"{where}.{MODULE_PREFIX}{name} has shape {list(value.shape)}, the network needs {need}")
-        new[name] = value
-    extra = sorted(set(tensors) - set(state))
-    if extra:
-        raise UserError(f"{where} has tensor '{MODULE_PREFIX}{extra[0]}' the network lacks "
-                        f"(another model or config?)")
-    model.load_state_dict(new)
-
-
-def check_weights_file(path: str, keys: list[str], configs: dict[str, dict] | None = None) -> None:
-    """Fail before training if a pre-trained weights file lacks an expert or does not fit the networks."""
-    import torch
-
-    from neuro_trigger import registry
-
-    weights = _read_weights(path)
-    for key in keys:
-        if key not in weights:
-            raise UserError(f"load_pre_trained_weights: {path} has no weights for {key} "
-                            f"(it has {sorted(weights)})")
-        if configs is not None:
-            c = configs[key]
-            model = registry.build_model(c["model"], c["in_size"], c["out_size"], c["act"])
-            _load_state(model, weights[key], path, key, torch)
-
-
-def load_weights_into(model, path: str, key: str) -> None:
-    """Start a network from the weights of one expert in a weights.json (either layout)."""
-    import torch
-
-    weights = _read_weights(path)
-    if key not in weights:
-        raise UserError(f"load_pre_trained_weights: {path} has no weights for {key} (it has {sorted(weights)})")
-    _load_state(model, weights[key], path, key, torch)
 
 
 # ---------------------------------------------------------------------------------------------- compare_to
@@ -509,11 +324,6 @@ def _text_bytes(source: dict[str, Any]) -> int:
     return inflated if plausible else guess
 
 
-def _figure_count(out_size: int) -> int:
-    """prediction_figures: 11 of z (new, old, truth), and 9 more of theta."""
-    return 11 + (9 if out_size == 2 else 0)
-
-
 def _parameter_count(config: dict[str, Any]) -> int:
     from neuro_trigger import registry
 
@@ -536,7 +346,7 @@ def estimated_run_bytes(stores: dict[str, ColumnStore], resolved: dict[str, Any]
     for config in resolved["experts"].values():
         out = config["out_size"]
         params = _parameter_count(config)
-        figures = _figure_count(out)
+        figures = len(figure_names(out))
         for store in stores.values():
             rows = len(store) if config["expert"] == -1 else int(np.count_nonzero(store.expert == config["expert"]))
             total += rows * (8 + 4 * out) + 600

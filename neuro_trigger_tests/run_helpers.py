@@ -1,0 +1,36 @@
+"""Helpers of the tests that run the CLI as a real process and watch its run folder."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from neuro_trigger import REPO_ROOT
+
+
+def start(*args: str) -> subprocess.Popen:
+    """`python neuro_trigger/main.py ARGS` in a session of its own (so signals can go to it alone)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.Popen([sys.executable, "neuro_trigger/main.py", *args], cwd=REPO_ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(condition, what: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status(folder: Path, key: str) -> dict:
+    """An expert's status.json, or {} while it is not (fully) written."""
+    try:
+        return json.loads((folder / key / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
