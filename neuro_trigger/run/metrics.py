@@ -158,3 +158,114 @@ def split_metrics(
             old_theta_diff_std_deg=old_t["std"],
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------- the trigger's view
+# The trigger keeps a track when |z_pred| < cut. Its efficiency is judged on tracks from the interaction
+# point (|reco z| < IP_CM), its background rejection on tracks from far away (|reco z| > BACKGROUND_CM).
+TRIGGER_CUT_CM = 15.0
+IP_CM = 1.0
+BACKGROUND_CM = 20.0
+ROC_CUTS_CM = np.arange(1.0, 61.0)
+Z_BIN_EDGES_CM = np.arange(-100.0, 101.0, 10.0)
+THETA_BIN_EDGES_DEG = np.arange(10.0, 171.0, 20.0)
+NTRACKS_BIN_EDGES = np.array([0.5, 1.5, 2.5, 3.5, 5.5, 8.5, 12.5, 1000.5])
+
+
+def _binomial(k: int, n: int) -> tuple[float, float]:
+    """Fraction k/n and its binomial standard error; NaN for n == 0."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    return p, math.sqrt(p * (1 - p) / n)
+
+
+def trigger_metrics(reco_z_cm: np.ndarray, pred_z_cm: np.ndarray, cut_cm: float = TRIGGER_CUT_CM,
+                    ip_cm: float = IP_CM, background_cm: float = BACKGROUND_CM) -> dict[str, float]:
+    """Efficiency (IP tracks kept) and background rejection (far tracks removed) of the cut |z_pred| < cut_cm,
+    with binomial errors and the number of tracks each is judged on. Rows with a NaN are left out."""
+    reco = np.asarray(reco_z_cm, dtype=np.float64).ravel()
+    pred = np.asarray(pred_z_cm, dtype=np.float64).ravel()
+    ok = np.isfinite(reco) & np.isfinite(pred)
+    reco, kept = reco[ok], np.abs(pred[ok]) < cut_cm
+    ip, background = np.abs(reco) < ip_cm, np.abs(reco) > background_cm
+    efficiency, efficiency_err = _binomial(int(np.count_nonzero(kept & ip)), int(np.count_nonzero(ip)))
+    rejection, rejection_err = _binomial(int(np.count_nonzero(~kept & background)), int(np.count_nonzero(background)))
+    return {"cut_cm": float(cut_cm), "efficiency": efficiency, "efficiency_err": efficiency_err,
+            "rejection": rejection, "rejection_err": rejection_err, "ip_tracks": int(np.count_nonzero(ip)),
+            "background_tracks": int(np.count_nonzero(background))}
+
+
+def roc_curve(reco_z_cm: np.ndarray, pred_z_cm: np.ndarray, cuts_cm: np.ndarray = ROC_CUTS_CM,
+              ip_cm: float = IP_CM, background_cm: float = BACKGROUND_CM) -> dict[str, list[float]]:
+    """Efficiency and rejection for every cut in `cuts_cm` (default 1 to 60 cm), from one sort of |z_pred|."""
+    reco = np.asarray(reco_z_cm, dtype=np.float64).ravel()
+    pred = np.asarray(pred_z_cm, dtype=np.float64).ravel()
+    ok = np.isfinite(reco) & np.isfinite(pred)
+    reco, distance = reco[ok], np.abs(pred[ok])
+    cuts = np.asarray(cuts_cm, dtype=np.float64)
+    ip_d = np.sort(distance[np.abs(reco) < ip_cm])
+    bg_d = np.sort(distance[np.abs(reco) > background_cm])
+    kept_ip = np.searchsorted(ip_d, cuts, side="left")  # |z_pred| < cut
+    kept_bg = np.searchsorted(bg_d, cuts, side="left")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        efficiency = kept_ip / ip_d.size if ip_d.size else np.full(cuts.size, np.nan)
+        rejection = 1 - kept_bg / bg_d.size if bg_d.size else np.full(cuts.size, np.nan)
+    return {"cut_cm": cuts.tolist(), "efficiency": np.asarray(efficiency, float).tolist(),
+            "rejection": np.asarray(rejection, float).tolist()}
+
+
+def efficiency_vs_z(reco_z_cm: np.ndarray, pred_z_cm: np.ndarray, edges_cm: np.ndarray = Z_BIN_EDGES_CM,
+                    cut_cm: float = TRIGGER_CUT_CM) -> dict[str, list[float]]:
+    """The fraction of tracks the cut keeps in bins of reco z, with binomial errors and counts."""
+    reco = np.asarray(reco_z_cm, dtype=np.float64).ravel()
+    pred = np.asarray(pred_z_cm, dtype=np.float64).ravel()
+    ok = np.isfinite(reco) & np.isfinite(pred)
+    reco, kept = reco[ok], np.abs(pred[ok]) < cut_cm
+    edges = np.asarray(edges_cm, dtype=np.float64)
+    index = np.digitize(reco, edges) - 1
+    inside = (index >= 0) & (index < edges.size - 1)
+    count = np.bincount(index[inside], minlength=edges.size - 1)
+    passed = np.bincount(index[inside], weights=kept[inside], minlength=edges.size - 1)
+    pairs = [_binomial(int(k), int(n)) for k, n in zip(passed, count, strict=True)]
+    return {"edges": edges.tolist(), "count": count.tolist(), "efficiency": [p for p, _ in pairs],
+            "efficiency_err": [e for _, e in pairs]}
+
+
+def resolution(residual: np.ndarray, trim: float = 0.05) -> dict[str, float]:
+    """How wide and how biased a residual distribution is: std, trimmed std, the half-width of its central
+    68% (a Gaussian's sigma, robust to tails), mean and median, and the count (NaN ignored)."""
+    r = np.asarray(residual, dtype=np.float64).ravel()
+    r = r[~np.isnan(r)]
+    if r.size == 0:
+        return {"count": 0, "std": math.nan, "trimmed_std": math.nan, "half_width_68": math.nan,
+                "mean": math.nan, "median": math.nan}
+    q16, q50, q84 = np.percentile(r, [15.865, 50.0, 84.135])
+    return {"count": int(r.size), "std": float(r.std()), "trimmed_std": trimmed_std(r, trim),
+            "half_width_68": float((q84 - q16) / 2), "mean": float(r.mean()), "median": float(q50)}
+
+
+def binned_resolution(x: np.ndarray, residual: np.ndarray, edges: np.ndarray) -> dict[str, list[float]]:
+    """Residual mean, median and std in bins of `x`, with the statistical uncertainty of each bin's mean
+    (std / sqrt(n)) and std (std / sqrt(2 (n - 1)), a Gaussian's); NaN where a bin has too few rows."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    r = np.asarray(residual, dtype=np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(r)
+    x, r = x[ok], r[ok]
+    edges = np.asarray(edges, dtype=np.float64)
+    index = np.digitize(x, edges) - 1
+    out: dict[str, list[float]] = {"edges": edges.tolist(), "count": [], "mean": [], "mean_err": [],
+                                   "median": [], "std": [], "std_err": []}
+    order = np.argsort(index, kind="stable")
+    bounds = np.searchsorted(index[order], np.arange(edges.size))
+    for b in range(edges.size - 1):
+        part = r[order[bounds[b]:bounds[b + 1]]]
+        n = part.size
+        std = float(part.std(ddof=1)) if n > 1 else math.nan
+        out["count"].append(int(n))
+        out["mean"].append(float(part.mean()) if n else math.nan)
+        out["mean_err"].append(std / math.sqrt(n) if n > 1 else math.nan)
+        out["median"].append(float(np.median(part)) if n else math.nan)
+        out["std"].append(std)
+        out["std_err"].append(std / math.sqrt(2 * (n - 1)) if n > 1 else math.nan)
+    return out
