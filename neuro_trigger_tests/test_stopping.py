@@ -190,11 +190,14 @@ def test_cli_leaves_no_process_behind_when_it_exits(data, tmp_path):
     assert proc.returncode == 0, err
     assert Path(out.strip().splitlines()[-1]) == tmp_path / "baseline_v2" / "version_0"
     wait_for(lambda: not session_processes(proc.pid), "the run's processes to end", timeout=30)
+    assert "every expert has trained: drawing the figures" in err  # the phase after the last expert
     umask = os.umask(0o022)
     os.umask(umask)
     for log_file in ("app.log", "expert_2.log"):  # readable by the group, executable by nobody
         assert (tmp_path / "baseline_v2" / "version_0" / log_file).stat().st_mode & 0o777 == 0o666 & ~umask
     assert re.search(r"expert_2: 1/1 epochs; val z resolution [\d.]+ cm \(old [\d.]+ cm\)", err), err
+    expert_log = (tmp_path / "baseline_v2" / "version_0" / "expert_2.log").read_text()
+    assert "GPU available" not in expert_log and "Tip:" not in expert_log and "GPU available" not in err
 
 
 def readme_example() -> str:

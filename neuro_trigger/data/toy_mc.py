@@ -597,12 +597,19 @@ def write_atomic(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def default_dataset_current() -> bool:
+    """Whether the default files exist and were written by this version of the generator."""
+    stamp = DEFAULT_DIR / "VERSION"
+    return (stamp.is_file() and stamp.read_text().strip() == TOY_VERSION
+            and all((REPO_ROOT / DEFAULT_FILES[split]).is_file() for split in SPLITS))
+
+
 def ensure_default_dataset() -> dict[str, Path]:
-    """Paths of the default train/val/test files under DEFAULT_DIR, generated on first use and reused."""
+    """Paths of the default train/val/test files under DEFAULT_DIR, generated on first use (and again when
+    the generator's version changed) and reused."""
     paths = {split: REPO_ROOT / DEFAULT_FILES[split] for split in SPLITS}
     stamp = DEFAULT_DIR / "VERSION"
-    current = stamp.is_file() and stamp.read_text().strip() == TOY_VERSION
-    if current and all(p.is_file() for p in paths.values()):
+    if default_dataset_current():
         return paths
     for split, path in paths.items():
         write_atomic(generate(DEFAULT_TRACKS[split], split_seed(DEFAULT_SEED, split)), path)

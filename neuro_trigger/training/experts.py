@@ -74,10 +74,10 @@ def data_paths(config: dict[str, Any]) -> dict[str, list[Path]]:
 
     toy_dir = toy_mc.DEFAULT_DIR.resolve()
     wanted = [p for ps in paths.values() for p in ps]
-    if any(p.resolve().parent == toy_dir and not p.exists() for p in wanted):
+    if any(p.resolve().parent == toy_dir for p in wanted) and not toy_mc.default_dataset_current():
         began = time.time()
-        log.info("generating the embedded default data set (the toy Monte Carlo) into %s: first use, "
-                 "about a minute", toy_dir)
+        log.info("generating the embedded default data set (the toy Monte Carlo) into %s: first use of this "
+                 "version, about a minute", toy_dir)
         toy_mc.ensure_default_dataset()
         log.info("default data set generated in %.0f s", time.time() - began)
     return paths
