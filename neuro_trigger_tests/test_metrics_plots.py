@@ -18,9 +18,10 @@ THETA_NAMES = ["theta_vs_reco", "theta_pred", "theta_residual", "theta_residual_
 
 
 def _expected_names(out_size: int) -> set[str]:
-    names = set(Z_NAMES) | {n + "-old" for n in Z_NAMES} | {"z-gt"}
+    """One figure per name holds both networks: no "-old" twins any more."""
+    names = set(Z_NAMES) | {"z-gt"}
     if out_size == 2:
-        names |= set(THETA_NAMES) | {n + "-old" for n in THETA_NAMES} | {"theta-gt"}
+        names |= set(THETA_NAMES) | {"theta-gt"}
     return names
 
 
@@ -170,11 +171,13 @@ def test_residual_legend_reports_statistics() -> None:
 
 def test_figure_to_array() -> None:
     target, pred, old = _synthetic(300)
-    fig = prediction_figures(target, pred, old, 1)["z_vs_reco"]
-    img = figure_to_array(fig)
+    figs = prediction_figures(target, pred, old, 1)
+    img = figure_to_array(figs["z_residual"])
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert img.shape[:2] == (480, 640)
     assert img.std() > 10  # not a blank image
+    wide = figure_to_array(figs["z_vs_reco"])  # the new and the old network side by side
+    assert wide.shape[0] == 480 and wide.shape[1] > 1000
 
 
 def test_empty_input(tmp_path: Path) -> None:
@@ -191,5 +194,6 @@ def test_tiny_input_with_nan_rows() -> None:
     figs = prediction_figures(target, pred, old, 2)
     assert set(figs) == _expected_names(2)
     # the figures with the most special cases (log colour scale, per-bin spread, statistics legend)
-    for name in ("z_vs_reco", "z_vs_reco-old", "z_residual_std_vs_z", "theta_residual_std_vs_theta-old"):
+    for name in ("z_residual", "z_residual_std_vs_z", "theta_residual_std_vs_theta"):
         assert figure_to_array(figs[name]).shape == (480, 640, 3)
+    assert figure_to_array(figs["z_vs_reco"]).shape[0] == 480

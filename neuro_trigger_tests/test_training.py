@@ -82,7 +82,7 @@ def check_run_folder(folder: Path, experts: list[str], out_size: int = 2) -> dic
             assert "unfiltered" in json.loads((expert_dir / f"result_{split}.json").read_text())
         for split in ("val", "test"):
             pngs = {p.name for p in (expert_dir / "plots" / split).glob("*.png")}
-            assert {"z_vs_reco.png", "z_residual.png", "z_residual-old.png", "z-gt.png"} <= pngs
+            assert {"z_vs_reco.png", "z_residual.png", "z_residual_ip.png", "z-gt.png"} <= pngs
             assert ("theta_residual.png" in pngs) == (out_size == 2)
     assert list((folder / "mean_expert").glob("events.out.tfevents.*"))
     return summary

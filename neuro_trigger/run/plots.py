@@ -1,13 +1,18 @@
 """The matplotlib figures of one expert's predictions, shared by TensorBoard and the PNG output.
 
+The new and the old network are drawn in the same figure (overlaid, or in two panels side by side for
+the 2D histograms), and every title names the expert and the split, so a copied PNG still says what it
+shows. The figures that compare several runs are in `run/overlays.py` (`overlay_figures`, re-exported here).
+
 Figures are built with ``matplotlib.figure.Figure`` and an explicit Agg canvas, never through
 pyplot: no global figure registry, so nothing leaks and figures can be made in any thread or
 process. Histograms are computed with numpy and drawn as step lines and images; what remains is
-matplotlib's fixed cost per figure (axes, ticks, text: about 60-80 ms each, 20 figures in total).
+matplotlib's fixed cost per figure (axes, ticks, text: about 60-80 ms each, 11 figures in total).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Callable
@@ -22,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
 from neuro_trigger.run.metrics import _theta_to_deg, _z_to_cm, residual_stats, trimmed_std
+from neuro_trigger.run.overlays import overlay_figures  # noqa: F401 - part of this module's interface
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -29,7 +35,7 @@ N_TICKS = 6
 TRIM = 0.05
 IP_CUT_CM = 1.0  # "from the interaction point": |reco z| below this
 IP_RESIDUAL_RANGE = (-50.0, 50.0)
-NEW_COLOUR, OLD_COLOUR, GT_COLOUR = "tab:blue", "tab:orange", "tab:green"
+NEW_COLOUR, OLD_COLOUR, GT_COLOUR = "tab:blue", "black", "tab:green"  # old: the reference, as in overlays
 
 
 @dataclass(frozen=True)
@@ -58,15 +64,20 @@ _Z = _Quantity("z", 0, _z_to_cm, "cm", Z_RANGE_CM, (-100.0, 100.0), 100, 200, 20
 _THETA = _Quantity("theta", 1, _theta_to_deg, "deg", THETA_RANGE_DEG, (-80.0, 80.0), 80, 160, 16)
 
 
-def _new_figure() -> tuple[Figure, object]:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+def _new_figure(panels: int = 1) -> tuple[Figure, list]:
+    """A figure of `panels` axes side by side (each of the usual size), with few ticks."""
+    fig = Figure(figsize=(FIGSIZE[0] * (0.9 * panels if panels > 1 else 1), FIGSIZE[1]), dpi=DPI)
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas
-    ax = fig.add_subplot()
-    fig.subplots_adjust(left=0.12, right=0.95, bottom=0.11, top=0.92)
-    # fewer ticks: tick objects and their labels are most of matplotlib's drawing time
-    ax.xaxis.set_major_locator(MaxNLocator(N_TICKS, steps=[1, 2, 2.5, 5, 10]))
-    ax.yaxis.set_major_locator(MaxNLocator(N_TICKS, steps=[1, 2, 2.5, 5, 10]))
-    return fig, ax
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    if panels == 1:
+        fig.subplots_adjust(left=0.12, right=0.95, bottom=0.11, top=0.92)
+    else:
+        fig.subplots_adjust(left=0.07, right=0.9, bottom=0.11, top=0.86, wspace=0.22)
+    for ax in axes:
+        # fewer ticks: tick objects and their labels are most of matplotlib's drawing time
+        ax.xaxis.set_major_locator(MaxNLocator(N_TICKS, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_locator(MaxNLocator(N_TICKS, steps=[1, 2, 2.5, 5, 10]))
+    return fig, axes
 
 
 def _mark_empty(ax, n: int) -> None:
@@ -78,6 +89,17 @@ def _mark_empty(ax, n: int) -> None:
 def _title(ax, text: str) -> None:
     # a fixed title position skips matplotlib's costly automatic placement
     ax.set_title(text, y=1.0, pad=6, fontsize="medium")
+
+
+def _headed(what: str, text: str) -> str:
+    """A figure title: what the figures are of (expert, split), then what this one shows."""
+    return f"{what}: {text}" if what else text
+
+
+def describe(expert: int | None = None, split: str = "") -> str:
+    """"expert 2, val split" (either part left out when not given): the start of every figure title."""
+    parts = ([f"expert {expert}" + (" (solo: all data)" if expert == -1 else "")] if expert is not None else [])
+    return ", ".join(parts + ([f"{split} split"] if split else []))
 
 
 def _steps(ax, counts: np.ndarray, edges: np.ndarray, **kwargs) -> None:
@@ -96,66 +118,77 @@ def _hist(ax, values: np.ndarray, value_range: tuple[float, float], bins: int, *
 def _stats_label(title: str, values: np.ndarray, unit: str, outside: int) -> str:
     s = residual_stats(values, np.zeros_like(values), TRIM)
     label = (
-        f"{title}\ncount {s['count']}\nmean {s['mean']:.3g} {unit}\nstd {s['std']:.3g} {unit}\n"
+        f"{title}, count {s['count']}\nmean {s['mean']:.3g} {unit}, std {s['std']:.3g} {unit}\n"
         f"trimmed std ({TRIM:.0%}) {s['trimmed_std']:.3g} {unit}"
     )
     return label + (f"\noutside plot range {outside}" if outside else "")
 
 
-def _fig_vs_reco(q: _Quantity, reco: np.ndarray, est: np.ndarray, who: str) -> Figure:
-    """2D histogram of network output vs reco, log colour scale, with the ideal diagonal."""
-    fig, ax = _new_figure()
+# (reco, network output, residual) of one network on the rows where both are finite, physical units
+_Net = tuple[np.ndarray, np.ndarray, np.ndarray]
+_WHO = (("new", NEW_COLOUR), ("old", OLD_COLOUR))
+
+
+def _fig_vs_reco(q: _Quantity, nets: dict[str, _Net], what: str) -> Figure:
+    """2D histograms of the new and the old network's output vs reco, side by side on one log colour scale,
+    with the ideal diagonal."""
+    fig, axes = _new_figure(2)
     lo, hi = q.wide_range
-    h, xe, ye = np.histogram2d(reco, est, bins=q.n_bins, range=(q.value_range, (lo, hi)))
-    image = ax.imshow(
-        np.ma.masked_equal(h.T, 0),
-        origin="lower",
-        extent=(xe[0], xe[-1], ye[0], ye[-1]),
-        aspect="auto",
-        interpolation="nearest",
-        norm=LogNorm(vmin=1, vmax=max(float(h.max()), 2.0)),
-        cmap="viridis",
-    )
-    fig.colorbar(image, ax=ax, label="tracks").minorticks_off()
-    ax.plot(q.value_range, q.value_range, color="grey", lw=0.8, ls="--")
-    ax.set_xlim(xe[0], xe[-1])
-    ax.set_ylim(ye[0], ye[-1])
-    ax.set_xlabel(f"reco {q.name} [{q.unit}]")
-    ax.set_ylabel(f"{who} network {q.name} [{q.unit}]")
-    _mark_empty(ax, reco.size)
-    _title(ax, f"{who} network {q.name} vs reco ({reco.size} tracks)")
+    hists = {who: np.histogram2d(nets[who][0], nets[who][1], bins=q.n_bins, range=(q.value_range, (lo, hi)))
+             for who, _ in _WHO}
+    norm = LogNorm(vmin=1, vmax=max(max(float(h[0].max(initial=0)) for h in hists.values()), 2.0))
+    for ax, (who, _) in zip(axes, _WHO, strict=True):
+        h, xe, ye = hists[who]
+        image = ax.imshow(np.ma.masked_equal(h.T, 0), origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]),
+                          aspect="auto", interpolation="nearest", norm=norm, cmap="viridis",
+                          label=f"{who} network")
+        ax.plot(q.value_range, q.value_range, color="grey", lw=0.8, ls="--")
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
+        ax.set_xlabel(f"reco {q.name} [{q.unit}]")
+        ax.set_ylabel(f"{who} network {q.name} [{q.unit}]")
+        _mark_empty(ax, nets[who][0].size)
+        _title(ax, f"{who} network ({nets[who][0].size} tracks)")
+    fig.colorbar(image, cax=fig.add_axes((0.92, 0.11, 0.015, 0.75)), label="tracks").minorticks_off()
+    fig.suptitle(_headed(what, f"network {q.name} vs reco {q.name}"), y=0.97, fontsize="medium")
     return fig
 
 
-def _fig_pred(q: _Quantity, est: np.ndarray, reco: np.ndarray, who: str, colour: str) -> Figure:
-    """Distribution of the network output, reco overlaid for reference."""
-    fig, ax = _new_figure()
-    outside = _hist(ax, est, q.wide_range, q.n_bins, color=colour, label=f"{who} network ({est.size})")
-    _hist(ax, reco, q.wide_range, q.n_bins, color=GT_COLOUR, ls="--", lw=0.8, label="reco")
-    if outside:
-        ax.plot([], [], " ", label=f"{who} outside plot range {outside}")
-    ax.set_xlabel(f"{who} network {q.name} [{q.unit}]")
+def _fig_pred(q: _Quantity, nets: dict[str, _Net], what: str) -> Figure:
+    """Distributions of the new and the old network's output, reco (of the new network's rows) for reference."""
+    fig, (ax,) = _new_figure()
+    notes = []
+    for who, colour in _WHO:
+        est = nets[who][1]
+        outside = _hist(ax, est, q.wide_range, q.n_bins, color=colour, label=f"{who} network ({est.size})")
+        if outside:
+            notes.append(f"{who} outside plot range {outside}")
+    _hist(ax, nets["new"][0], q.wide_range, q.n_bins, color=GT_COLOUR, ls="--", lw=0.8, label="reco")
+    for note in notes:
+        ax.plot([], [], " ", label=note)
+    ax.set_xlabel(f"network {q.name} [{q.unit}]")
     ax.set_ylabel("tracks")
-    _mark_empty(ax, est.size)
-    _title(ax, f"{who} network {q.name}")
+    _mark_empty(ax, nets["new"][1].size + nets["old"][1].size)
+    _title(ax, _headed(what, f"{q.name} of the new and the old network"))
     ax.legend(loc="upper right", fontsize="small")
     return fig
 
 
-def _fig_residual(
-    q: _Quantity, res: np.ndarray, who: str, colour: str, value_range: tuple[float, float], title: str
-) -> Figure:
-    """Residual histogram; the legend carries count, mean, std and trimmed std."""
-    fig, ax = _new_figure()
-    counts, edges = np.histogram(res, bins=q.n_residual_bins, range=value_range)
-    outside = int(res.size - counts.sum())
-    _steps(ax, counts, edges, color=colour, label=_stats_label(f"{who} network", res, q.unit, outside))
+def _fig_residual(q: _Quantity, residuals: dict[str, np.ndarray], value_range: tuple[float, float],
+                  title: str) -> Figure:
+    """Residual histograms of the new and the old network; the legend carries count, mean, std, trimmed std."""
+    fig, (ax,) = _new_figure()
+    for who, colour in _WHO:
+        res = residuals[who]
+        counts, edges = np.histogram(res, bins=q.n_residual_bins, range=value_range)
+        outside = int(res.size - counts.sum())
+        _steps(ax, counts, edges, color=colour, label=_stats_label(f"{who} network", res, q.unit, outside))
     ax.set_xlim(*value_range)
-    ax.set_xlabel(f"reco {q.name} - {who} network {q.name} [{q.unit}]")
+    ax.set_xlabel(f"reco {q.name} - network {q.name} [{q.unit}]")
     ax.set_ylabel("tracks")
-    _mark_empty(ax, res.size)
+    _mark_empty(ax, residuals["new"].size + residuals["old"].size)
     _title(ax, title)
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper right", fontsize="x-small")
     return fig
 
 
@@ -184,46 +217,38 @@ def _profile(q: _Quantity, reco: np.ndarray, res: np.ndarray) -> tuple[np.ndarra
     return 0.5 * (edges[:-1] + edges[1:]), std, tstd
 
 
-def _fig_profile(
-    q: _Quantity,
-    reco: np.ndarray,
-    res: np.ndarray,
-    who: str,
-    colour: str,
-    reference: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Figure:
-    """Residual std (and trimmed std) in bins of reco; ``reference`` (reco, residual) adds the old one."""
-    fig, ax = _new_figure()
-    centres, std, tstd = _profile(q, reco, res)
-    ax.plot(centres, std, "o-", color=colour, ms=4, label=f"{who} network std")
-    ax.plot(centres, tstd, "s--", color=colour, ms=3, lw=0.8, label=f"{who} network trimmed std ({TRIM:.0%})")
-    shown = [std, tstd]
-    if reference is not None:
-        ref_std = _profile(q, *reference)[1]
-        ax.plot(centres, ref_std, "o:", color=OLD_COLOUR, ms=3, label="old network std")
-        shown.append(ref_std)
+def _fig_profile(q: _Quantity, nets: dict[str, _Net], what: str) -> Figure:
+    """Residual std and trimmed std in bins of reco, of the new and the old network."""
+    fig, (ax,) = _new_figure()
+    shown = []
+    for who, colour in _WHO:
+        centres, std, tstd = _profile(q, nets[who][0], nets[who][2])
+        ax.plot(centres, std, "o-" if who == "new" else "o:", color=colour, ms=4 if who == "new" else 3,
+                label=f"{who} network std")
+        ax.plot(centres, tstd, "s--", color=colour, ms=3, lw=0.8, label=f"{who} network trimmed std ({TRIM:.0%})")
+        shown += [std, tstd]
     finite = np.concatenate(shown)
     finite = finite[np.isfinite(finite)]
     top = float(finite.max()) if finite.size else 0.0
     ax.set_xlim(*q.value_range)
     ax.set_ylim(0, 1.4 * top if top > 0 else 1.0)  # head room for the legend
-    if not np.isfinite(std).any():
+    if not finite.size:
         ax.text(0.5, 0.5, "too few tracks", transform=ax.transAxes, ha="center", va="center")
     ax.set_xlabel(f"reco {q.name} [{q.unit}]")
-    ax.set_ylabel(f"std of reco {q.name} - {who} network {q.name} [{q.unit}]")
-    _title(ax, f"{who} network {q.name} residual spread vs reco {q.name}")
+    ax.set_ylabel(f"std of reco {q.name} - network {q.name} [{q.unit}]")
+    _title(ax, _headed(what, f"{q.name} residual spread vs reco {q.name}"))
     ax.legend(loc="upper right", fontsize="small")
     return fig
 
 
-def _fig_gt(q: _Quantity, reco: np.ndarray) -> Figure:
+def _fig_gt(q: _Quantity, reco: np.ndarray, what: str) -> Figure:
     """Distribution of the reco value (the training target)."""
-    fig, ax = _new_figure()
+    fig, (ax,) = _new_figure()
     _hist(ax, reco, q.value_range, q.n_bins, color=GT_COLOUR, label=f"reco ({reco.size} tracks)")
     ax.set_xlabel(f"reco {q.name} [{q.unit}]")
     ax.set_ylabel("tracks")
     _mark_empty(ax, reco.size)
-    _title(ax, f"reco {q.name} (ground truth)")
+    _title(ax, _headed(what, f"reco {q.name} (ground truth)"))
     ax.legend(loc="upper right", fontsize="small")
     return fig
 
@@ -233,46 +258,39 @@ def _as_2d(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, 1) if a.ndim == 1 else a
 
 
-def prediction_figures(
-    target: np.ndarray, pred: np.ndarray, old: np.ndarray, out_size: int
-) -> dict[str, Figure]:
+def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, out_size: int,
+                       expert: int | None = None, split: str = "") -> dict[str, Figure]:
     """All figures of one expert on one split, by name (scaled (N, k) inputs, k >= out_size).
 
-    Per quantity (z; theta too when out_size is 2): "<q>_vs_reco", "<q>_pred", "<q>_residual",
-    "<q>_residual_std_vs_<q>" (plus "z_residual_ip" for |reco z| < 1 cm), each again for the
-    old network with suffix "-old", and "<q>-gt" (the reco distribution). Rows with a NaN in
-    the values a figure compares are skipped.
+    Per quantity (z; theta too when out_size is 2): "<q>_vs_reco" (new and old network in two panels),
+    "<q>_pred", "<q>_residual", "<q>_residual_std_vs_<q>" (plus "z_residual_ip" for |reco z| < 1 cm), each
+    with the new and the old network in the same figure, and "<q>-gt" (the reco distribution); the same
+    names, in the same order, as `figure_names`. Every title starts with the expert and the split
+    (`describe`). Rows with a NaN in the values a figure compares are skipped.
     """
     if out_size not in (1, 2):
         raise ValueError(f"out_size must be 1 or 2, got {out_size}")
     t, p, o = _as_2d(target), _as_2d(pred), _as_2d(old)
+    what = describe(expert, split)
     figs: dict[str, Figure] = {}
     for q in (_Z, _THETA)[:out_size]:
         c = q.column
         reco_all = q.to_physical(t[:, c])
-        per_net = {}
+        nets: dict[str, _Net] = {}
         for who, est_scaled in (("new", p[:, c]), ("old", o[:, c])):
             est_all = q.to_physical(est_scaled)
             ok = np.isfinite(reco_all) & np.isfinite(est_all)
-            per_net[who] = (reco_all[ok], est_all[ok], reco_all[ok] - est_all[ok])
-        for who, suffix, colour in (("new", "", NEW_COLOUR), ("old", "-old", OLD_COLOUR)):
-            reco, est, res = per_net[who]
-            figs[f"{q.name}_vs_reco{suffix}"] = _fig_vs_reco(q, reco, est, who)
-            figs[f"{q.name}_pred{suffix}"] = _fig_pred(q, est, reco, who, colour)
-            figs[f"{q.name}_residual{suffix}"] = _fig_residual(
-                q, res, who, colour, q.residual_range, f"{who} network {q.name} residual"
-            )
-            reference = (per_net["old"][0], per_net["old"][2]) if who == "new" else None
-            figs[f"{q.name}_residual_std_vs_{q.name}{suffix}"] = _fig_profile(
-                q, reco, res, who, colour, reference
-            )
-            if q is _Z:
-                ip = np.abs(reco) < IP_CUT_CM
-                title = f"{who} network z residual, |reco z| < {IP_CUT_CM:g} cm"
-                figs[f"z_residual_ip{suffix}"] = _fig_residual(
-                    q, res[ip], who, colour, IP_RESIDUAL_RANGE, title
-                )
-        figs[f"{q.name}-gt"] = _fig_gt(q, reco_all[np.isfinite(reco_all)])
+            nets[who] = (reco_all[ok], est_all[ok], reco_all[ok] - est_all[ok])
+        figs[f"{q.name}_vs_reco"] = _fig_vs_reco(q, nets, what)
+        figs[f"{q.name}_pred"] = _fig_pred(q, nets, what)
+        figs[f"{q.name}_residual"] = _fig_residual(q, {who: nets[who][2] for who, _ in _WHO}, q.residual_range,
+                                                   _headed(what, f"{q.name} residual"))
+        figs[f"{q.name}_residual_std_vs_{q.name}"] = _fig_profile(q, nets, what)
+        if q is _Z:
+            ip = {who: nets[who][2][np.abs(nets[who][0]) < IP_CUT_CM] for who, _ in _WHO}
+            figs["z_residual_ip"] = _fig_residual(q, ip, IP_RESIDUAL_RANGE,
+                                                  _headed(what, f"z residual, |reco z| < {IP_CUT_CM:g} cm"))
+        figs[f"{q.name}-gt"] = _fig_gt(q, reco_all[np.isfinite(reco_all)], what)
     return figs
 
 
@@ -283,9 +301,8 @@ def figure_names(out_size: int) -> list[str]:
     """The names `prediction_figures` gives its figures, in its order, without drawing them."""
     names = []
     for q in ("z", "theta")[:out_size]:
-        for suffix in ("", "-old"):
-            names += [f"{q}_vs_reco{suffix}", f"{q}_pred{suffix}", f"{q}_residual{suffix}",
-                      f"{q}_residual_std_vs_{q}{suffix}"] + ([f"z_residual_ip{suffix}"] if q == "z" else [])
+        names += [f"{q}_vs_reco", f"{q}_pred", f"{q}_residual", f"{q}_residual_std_vs_{q}"]
+        names += ["z_residual_ip"] if q == "z" else []
         names.append(f"{q}-gt")
     return names
 
@@ -319,3 +336,12 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
+def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes (for report.html, which embeds its figures)."""
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    return buffer.getvalue()
