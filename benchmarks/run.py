@@ -4,7 +4,7 @@
 
 It generates its data with the toy Monte Carlo into a temporary folder (removed at the end), then
 measures parsing, the parse cache, the filters, the reweighted sampler, training throughput through
-the real Lightning path, experts in parallel, memory, and (with --with-main) a whole
+the real Lightning path, experts in parallel, memory, evaluating a run's networks, and (with --with-main) a whole
 `main.py baseline_v2 -p`. It prints a table (figure, reference, ratio, target, met) and writes the
 same as JSON (default benchmarks/results/latest.json). Nothing is asserted: a missed target is a
 row with met = false. `--quick` runs every row on tiny sizes so that the code stays exercised.
@@ -45,7 +45,7 @@ ROW_IDS = (  # every row, in the order of the table
     "parse_gz_vs_loadtxt", "parse_gz_vs_decompress", "parse_plain_vs_loadtxt", "cache_reload",
     "filter_duplicate_events", "filter_max2_events", "bucket_sampler",
     "train_bs2048_vs_raw", "train_bs128_vs_raw", "train_bs16_vs_raw", "train_bs2048_vs_per_sample",
-    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "main_baseline_v2",
+    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "evaluate_vs_reload", "main_baseline_v2",
     "info_threads_1_vs_2", "info_chunks_vs_single_batches",
 )
 
@@ -934,6 +934,73 @@ def skipped_main() -> Row:
                "<= 600 s", None, "skipped: pass --with-main", skipped=True)
 
 
+# ============================================================================================ evaluate
+def evaluation_run(data_file: Path, folder: Path, seed: int) -> Path:
+    """A run folder holding only config.json and weights.json: baseline_v2's five experts with freshly
+    initialised networks (how fast a run is evaluated does not depend on what its networks learnt)."""
+    import torch
+
+    from neuro_trigger import registry
+    from neuro_trigger.config import resolve_config
+    from neuro_trigger.run.weights import weights_to_json
+
+    files = [str(data_file)]
+    resolved = resolve_config({"extends": "baseline_v2", "experts": [0, 1, 2, 3, 4],
+                               "data": {split: files for split in ("train", "val", "test")}})
+    torch.manual_seed(seed)
+    weights = {key: weights_to_json(registry.build_model(c["model"], c["in_size"], c["out_size"], c["act"])
+                                    .state_dict()) for key, c in resolved["experts"].items()}
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(resolved))
+    (folder / "weights.json").write_text(json.dumps(weights))
+    return folder
+
+
+def bench_evaluate(data_file: Path, tmp: Path, sizes: Sizes, seed: int) -> list[Row]:
+    """Evaluating 5 experts from the parse cache, before the figures (load_networks, load_split, predict,
+    and judge per expert and over all, as evaluate.py does), vs the cached reload of the same file alone."""
+    from neuro_trigger.data.dataset import load_split
+    from neuro_trigger.run.evaluation import judge_predictions, load_networks, predict
+
+    cache = tmp / "evaluate_cache"
+    run_folder = evaluation_run(data_file, tmp / "evaluate_run", seed)
+    n = len(load_split([data_file], cache_dir=cache))  # parse and store once: every call below reloads
+    parts: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        parts[name] = time.perf_counter() - start
+        return result
+
+    def reload() -> None:
+        os.utime(data_file)  # a new mtime defeats the in-process hash memo: hashed again, as in a new process
+        load_split([data_file], cache_dir=cache)
+
+    def evaluate_before_figures() -> None:
+        os.utime(data_file)
+        nets = timed("load_networks", lambda: load_networks(run_folder))
+        store = timed("load_split", lambda: load_split([data_file], cache_dir=cache))
+        pred = timed("predict", lambda: predict(nets, store))
+        timed("judge", lambda: judge_predictions(nets, store, pred))
+
+    reloads, evaluations, split_up = [], [], []
+    for _ in range(sizes.parse_repeats):  # interleaved, the best of each: the machine's noise hits both alike
+        reloads.append(best_time(reload, 1)[0])
+        evaluations.append(best_time(evaluate_before_figures, 1)[0])
+        split_up.append(dict(parts))
+    t_reload, t_eval = min(reloads), min(evaluations)
+    best = split_up[evaluations.index(t_eval)]
+    ratio = t_eval / t_reload
+    return [Row("evaluate_vs_reload", f"evaluate 5 experts on {n:,} tracks from the parse cache, before the figures "
+                "(load_networks + load_split + predict + judge per expert and over all)", t_eval, "s",
+                "load_split of the same file from the parse cache (file hashed again)", t_reload, ratio,
+                "time / reload time", "<= 10x", ratio <= 10,
+                "; ".join(f"{name} {seconds:.3f} s" for name, seconds in best.items()),
+                extra={"rows": n, "parts_seconds": best, "evaluate_seconds": evaluations,
+                       "reload_seconds": reloads})]
+
+
 # ============================================================================================ report
 def fmt(value: float | None, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -1039,9 +1106,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _quiet_lightning()
         log(f"generating {sizes.tracks:,} tracks for train and val (toy MC + write_table) into {tmp}")
         only = set(args.only)
+        data = None
         if only & {"parse", "filters", "sampler", "training"}:
             data = make_data(tmp / "data", sizes.tracks, ("train", "val"), args.seed)
             rows += in_process_rows(data, tmp, sizes, args.seed, only)
+        if "evaluate" in only:
+            if data is None:
+                data = make_data(tmp / "data", sizes.tracks, ("val",), args.seed)
+            log("evaluate")
+            rows += stage(lambda: bench_evaluate(Path(data["val"][0]), tmp, sizes, args.seed))
         if "runs" in only:
             log(f"generating {sizes.run_tracks:,} tracks per split for the whole runs")
             run_data = make_data(tmp / "run_data", sizes.run_tracks, ("train", "val", "test"), args.seed + 1)
@@ -1067,7 +1140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-GROUPS = ("parse", "filters", "sampler", "training", "runs", "main")
+GROUPS = ("parse", "filters", "sampler", "training", "evaluate", "runs", "main")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

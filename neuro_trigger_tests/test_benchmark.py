@@ -16,7 +16,7 @@ ROWS = {
     "parse_gz_vs_loadtxt", "parse_gz_vs_decompress", "parse_plain_vs_loadtxt", "cache_reload",
     "filter_duplicate_events", "filter_max2_events", "bucket_sampler",
     "train_bs2048_vs_raw", "train_bs128_vs_raw", "train_bs16_vs_raw", "train_bs2048_vs_per_sample",
-    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "main_baseline_v2",
+    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "evaluate_vs_reload", "main_baseline_v2",
     "info_threads_1_vs_2", "info_chunks_vs_single_batches",
 }
 OPTIONAL = {"main_baseline_v2"}  # minutes long: only with --with-main
