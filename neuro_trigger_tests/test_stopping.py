@@ -193,7 +193,7 @@ def test_cli_leaves_no_process_behind_when_it_exits(data, tmp_path):
     assert "every expert has trained: drawing the figures" in err  # the phase after the last expert
     umask = os.umask(0o022)
     os.umask(umask)
-    for log_file in ("app.log", "expert_2.log"):  # readable by the group, executable by nobody
+    for log_file in ("app.log", "expert_2.log", "pred_data_val.csv"):  # readable by the group, executable by nobody
         assert (tmp_path / "baseline_v2" / "version_0" / log_file).stat().st_mode & 0o777 == 0o666 & ~umask
     assert re.search(r"expert_2: 1/1 epochs; val z resolution [\d.]+ cm \(old [\d.]+ cm\)", err), err
     expert_log = (tmp_path / "baseline_v2" / "version_0" / "expert_2.log").read_text()

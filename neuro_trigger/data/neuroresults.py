@@ -13,6 +13,7 @@ import io
 import os
 import tempfile
 import threading
+import uuid
 import zipfile
 import zlib
 from collections import deque
@@ -676,8 +677,9 @@ class _AtomicSink:
         self._dst = dst
         self._compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if dst.suffix == ".gz" else None
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=dst.name + ".", suffix=".tmp")
-        self._handle = os.fdopen(fd, "wb")
+        # 0666 less the umask, as any file a program creates (mkstemp would make it private: 0600)
+        self._tmp_name = str(dst.parent / f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        self._handle = os.fdopen(os.open(self._tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
 
     def write(self, data: bytes | np.ndarray) -> None:
         if self._compressor is not None:

@@ -71,10 +71,12 @@ PLOT_SPLITS = ("val", "test")
 
 def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
                          stores: dict[str, ColumnStore], plots: bool = True) -> None:
-    """Predictions of the best network for the expert's rows, metrics per split, weights, and (unless
-    `plots` is False: a parallel run draws them in jobs of their own) the plots."""
+    """Predictions of the best network for the expert's rows, metrics per split (result_<split>.json: the
+    resolution metrics "unfiltered" / "filtered" and the trigger's view "trigger", see run/metrics.judge),
+    weights, and (unless `plots` is False: a parallel run draws them in jobs of their own) the plots."""
     import torch
 
+    from neuro_trigger.run.metrics import judge
     from neuro_trigger.training.experts import expert_rows
 
     out = config["out_size"]
@@ -85,9 +87,13 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
         save_npz(expert_dir / f"prediction_{split}.npz", rows=rows, pred=pred)
         y, y_old = store.y[rows, :out], store.y_old[rows, :out]
         result = {"unfiltered": split_metrics(y, pred, y_old, config["loss"])}
+        keep = np.isin(rows, expert_rows(store, config)) if filtered else slice(None)
         if filtered:
-            keep = np.isin(rows, expert_rows(store, config))
             result["filtered"] = split_metrics(y[keep], pred[keep], y_old[keep], config["loss"])
+        # the trigger's view (run/metrics.judge) on the rows the expert is judged on: its filter's, if any;
+        # the full y gives reco theta for the binning by theta even when out_size is 1
+        result["trigger"] = judge(store.y[rows][keep], pred[keep], store.y_old[rows][keep], config["loss"],
+                                  store.expert[rows][keep], store.ntracks[rows][keep])
         write_json(expert_dir / f"result_{split}.json", result)
     write_json(expert_dir / "weights.json", weights_to_json(module.model.state_dict()))  # model. + net names
     if plots:
@@ -97,7 +103,8 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
 
 
 def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str) -> None:
-    """The figures of one expert on one split (the rows its filter keeps), from its saved predictions."""
+    """The figures of one expert on one split (the rows its filter keeps), from its saved predictions; the new
+    and the old network in the same figures, each titled with the expert and the split."""
     from neuro_trigger.training.experts import expert_rows
 
     out = config["out_size"]
@@ -105,7 +112,7 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
     rows, pred = part["rows"], part["pred"]
     keep = np.isin(rows, expert_rows(store, config)) if _is_filtered(config) else np.ones(len(rows), bool)
     y, y_old = store.y[rows, :out], store.y_old[rows, :out]
-    figures = prediction_figures(y[keep], pred[keep], y_old[keep], out)
+    figures = prediction_figures(y[keep], pred[keep], y_old[keep], out, expert=config.get("expert"), split=split)
     save_figures(figures, expert_dir / "plots" / split)
 
 
@@ -205,8 +212,10 @@ def write_prediction_tables(folder: Path, stores: dict[str, ColumnStore]) -> Non
 def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
              tables_written: bool = False) -> dict[str, Any]:
     """Combine every expert's part into prediction files (unless `tables_written`), weights.json and
-    summary.json. A full disk while writing them still leaves an honest summary.json (status "failed",
+    summary.json (metrics per split: "all_unfiltered", "all_filtered", "trigger_all" and each expert's
+    result_<split>.json). A full disk while writing them still leaves an honest summary.json (status "failed",
     the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
+    from neuro_trigger.run.metrics import judge
     from neuro_trigger.training.experts import expert_rows, load_data
 
     resolved = json.loads((folder / "config.json").read_text())
@@ -228,6 +237,11 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
             rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
             split_result[f"all_{name}"] = split_metrics(store.y[rows, :out], pred[rows, :out],
                                                         store.y_old[rows, :out], loss)
+        # the trigger's view over every finished expert's judged rows (each row once), as result_<split>.json
+        # has it per expert
+        rows = np.unique(np.concatenate(rows_filtered)) if rows_filtered else np.zeros(0, np.int64)
+        split_result["trigger_all"] = judge(store.y[rows], pred[rows, :out], store.y_old[rows], loss,
+                                            store.expert[rows], store.ntracks[rows])
         for key in done:
             split_result["experts"][key] = json.loads((folder / key / f"result_{split}.json").read_text())
         metrics[split] = split_result

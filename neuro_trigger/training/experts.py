@@ -233,7 +233,7 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from neuro_trigger.training.callbacks import ProgressReport, TensorBoardPlots, ThreadShare
+    from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots, ThreadShare
 
     checkpoint = ModelCheckpoint(dirpath=expert_dir / "ckpts", filename="best-{epoch}", monitor="val_loss",
                                  mode="min", save_top_k=1, save_last=True)
@@ -246,7 +246,8 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
         callbacks=[checkpoint,
                    EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
-                   TensorBoardPlots(config["plot_every"], config["out_size"])]
+                   TensorBoardPlots(config["plot_every"], config["out_size"]),
+                   HParamsSummary(config)]
         + ([ThreadShare(threads)] if threads is not None else []),
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -451,12 +452,14 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
     except KeyboardInterrupt:
         log.info("interrupted: writing what the finished experts left (predictions, weights, summary)")
         artifacts.assemble(folder, stores)
+        _write_report(folder, stores)
         append_journal(root / "log.txt", {**journal, "description": journal["description"] + " [interrupted]"})
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
     log.info("all experts done: writing the prediction tables, weights.json and summary.json" if not tables_written
              else "all experts done: writing weights.json and summary.json")
     summary = artifacts.assemble(folder, stores, tables_written=tables_written)
+    _write_report(folder, stores)
     failed = summary["status"] != "finished"
     append_journal(root / "log.txt", {**journal, "description": journal["description"] + (" [failed]" if failed
                                                                                           else "")})
@@ -468,6 +471,14 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
     else:
         log.info("done in %.1f s: %s", time.time() - started, folder)
     return RunResult(folder, summary)
+
+
+def _write_report(folder: Path, stores: dict[str, ColumnStore]) -> None:
+    """report.html of the run (it never fails a run: a problem there is a warning)."""
+    from neuro_trigger.run.report import write_run_report
+
+    log.info("writing report.html")
+    write_run_report(folder, stores)
 
 
 def verdict_lines(summary: dict[str, Any], resolved: dict[str, Any], split: str = "val") -> list[str]:
