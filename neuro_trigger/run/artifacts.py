@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
     write_atomic,
     write_json,
 )
+from neuro_trigger.run.folder import library_versions
 from neuro_trigger.run.metrics import split_metrics
 from neuro_trigger.run.plots import figure_names, prediction_figures, save_figures
 from neuro_trigger.run.weights import (  # noqa: F401 - also used as artifacts.*
@@ -142,20 +142,6 @@ def _is_filtered(config: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- run level
-def _versions() -> dict[str, str]:
-    """From the installed packages' metadata: importing lightning just for its version takes 3 s."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {"python": platform.python_version(), **{name: installed(name) for name in
-                                                     ("torch", "lightning", "numpy", "pandas")}}
-
-
 def start_summary(folder: Path, resolved: dict, stores: dict[str, ColumnStore], git_id: str | None,
                   description: str, started: float) -> dict[str, Any]:
     summary = {
@@ -165,7 +151,7 @@ def start_summary(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
         "start_time": datetime.fromtimestamp(started, UTC).astimezone().isoformat(timespec="seconds"),
         "end_time": None,
         "status": "running",
-        "versions": _versions(),
+        "versions": library_versions(),
         "data": {split: store.sources for split, store in stores.items()},
         "config": {"global": resolved["global"], "experts": resolved["experts"]},
         "experts": {key: {"status": "queued"} for key in resolved["experts"]},

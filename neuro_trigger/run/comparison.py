@@ -32,6 +32,7 @@ import pandas as pd
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
+from neuro_trigger.run.folder import library_versions
 
 SPLITS = ("train", "val", "test")
 COMPARISONS = "comparisons"
@@ -488,20 +489,6 @@ def _figures(target: np.ndarray, old: np.ndarray, expert: np.ndarray, preds: dic
     return groups
 
 
-def _versions() -> dict[str, str]:
-    """The library versions this comparison ran with."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "numpy", "pandas", "matplotlib"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def _diff_rows(diff: dict[str, Any]) -> list[list[Any]]:
     def show(value: Any) -> str:
         return value if isinstance(value, str) else json.dumps(value, default=str)
@@ -553,7 +540,7 @@ def _write(result: ComparisonResult, runs: list[Path], split: str, cut_cm: float
         Table("Config differences", ["key", *result.labels], _diff_rows(diff),
               note="only the keys that differ; expert_N keys only where an expert's value is not the global one"),
         KeyValues("Code", {**{f"git id of {label}": git for label, git in diff["git_ids"].items()},
-                           **{f"{name} (this comparison)": version for name, version in _versions().items()}}),
+                           **{f"{name} (this comparison)": version for name, version in library_versions().items()}}),
         KeyValues("Run folders", {label: str(run) for label, run in zip(result.labels, runs, strict=True)}),
         KeyValues("Common data", {s["path"]: f"sha256 {s['sha256']}, {s['rows']} rows" for s in result.data}),
         Code("Config differences (JSON)", json.dumps(diff, indent=1, default=str)),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from neuro_trigger.data.neuroresults import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
 from neuro_trigger.run import metrics
 from neuro_trigger.run.files import read_json, write_atomic, write_json
+from neuro_trigger.run.folder import library_versions
 from neuro_trigger.run.weights import MODULE_PREFIX, expert_tensors
 
 if TYPE_CHECKING:
@@ -484,18 +484,6 @@ def _figures(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarr
     return out
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "numpy", "pandas", "matplotlib"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def _run_git_id(nets: RunNetworks) -> str:
     path = nets.folder / "git_id.txt"
     try:
@@ -532,7 +520,7 @@ def _report(folder: Path, nets: RunNetworks, result: dict[str, Any], figures: di
     sections.append(report.KeyValues("Data files", {s["path"]: f"{s['rows']} rows, sha256 {s['sha256']}"
                                                     for s in result["data"]}))
     sections.append(report.KeyValues("Code and libraries", {"git id of the run": _run_git_id(nets),
-                                                            **_versions()}))
+                                                            **library_versions()}))
     sections.append(report.Code("Config of the run", json.dumps(nets.config, indent=1, default=str)))
     sections.append(report.Text("TensorBoard", f"tensorboard --logdir {nets.folder}" if nets.kind == "own"
                                 else f"tensorboard --logdir {nets.folder} (the original's logs, where kept)"))

@@ -157,3 +157,19 @@ def append_journal(journal: Path, fields: dict[str, str]) -> None:
         os.close(fd)
     if written != len(line):  # only on a full disk or similar; say so rather than leave half a line
         raise OSError(f"journal {journal}: wrote {written} of {len(line)} bytes")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and the main libraries' versions, from the installed packages' metadata (importing
+    lightning just for its version takes seconds)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"python": platform.python_version(),
+            **{name: installed(name) for name in ("torch", "lightning", "numpy", "pandas", "matplotlib")}}
