@@ -317,10 +317,9 @@ def _tables_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int)
 
 
 def _write_failure(folder: Path, key: str, error: BaseException) -> None:
-    path = folder / key / "status.json"
-    status = json.loads(path.read_text()) if path.exists() else {}
+    status = _read_status(folder, key)
     status.update(status="failed", error=f"{type(error).__name__}: {error}", ended=_now())
-    artifacts.write_json(path, status)
+    artifacts.write_json(folder / key / "status.json", status)
 
 
 # ---------------------------------------------------------------------------------------------- the whole run

@@ -76,14 +76,19 @@ def stop_job_on_signals() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- processes
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3, the state, first); None where it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def process_start_time(pid: int) -> int | None:
     """When the process started (clock ticks since boot, /proc/<pid>/stat field 22), to tell a pid
     from a later process that got the same number; None where that cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def process_alive(pid: int, start_time: int | None = None) -> bool:
@@ -94,11 +99,9 @@ def process_alive(pid: int, start_time: int | None = None) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return True  # no /proc: kill(0) is all there is
-    fields = stat.rsplit(")", 1)[1].split()
     if fields[0] in ("Z", "X"):
         return False
     return start_time is None or int(fields[19]) == start_time
