@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import TreeMemory
 from neuro_trigger import REPO_ROOT
 
 ROWS = {
@@ -61,16 +62,6 @@ def test_quick_benchmark_reports_every_row(tmp_path: Path) -> None:
     assert "| what |" in done.stdout
 
 
-def _bench_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_run", REPO_ROOT / "benchmarks" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 class _StarvedThread:
     """A sampling thread that never gets a core before the job ends (a heavily loaded machine)."""
 
@@ -82,10 +73,9 @@ class _StarvedThread:
 
 
 def test_tree_memory_has_a_sample_even_if_its_thread_never_runs() -> None:
-    bench = _bench_module()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        memory = bench.TreeMemory(child.pid, interval=60)
+        memory = TreeMemory(child.pid, interval=60)
         memory._thread = _StarvedThread()
         with memory:
             pass

@@ -1,0 +1,77 @@
+"""Group evaluate: evaluating a run's five networks from the parse cache vs the cached reload alone."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Row, Sizes, best_time
+
+
+def evaluation_run(data_file: Path, folder: Path, seed: int) -> Path:
+    """A run folder holding only config.json and weights.json: baseline_v2's five experts with freshly
+    initialised networks (how fast a run is evaluated does not depend on what its networks learnt)."""
+    import torch
+
+    from neuro_trigger import registry
+    from neuro_trigger.config import resolve_config
+    from neuro_trigger.run.weights import weights_to_json
+
+    files = [str(data_file)]
+    resolved = resolve_config({"extends": "baseline_v2", "experts": [0, 1, 2, 3, 4],
+                               "data": {split: files for split in ("train", "val", "test")}})
+    torch.manual_seed(seed)
+    weights = {key: weights_to_json(registry.build_model(c["model"], c["in_size"], c["out_size"], c["act"])
+                                    .state_dict()) for key, c in resolved["experts"].items()}
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(resolved))
+    (folder / "weights.json").write_text(json.dumps(weights))
+    return folder
+
+
+def bench_evaluate(data_file: Path, tmp: Path, sizes: Sizes, seed: int) -> list[Row]:
+    """Evaluating 5 experts from the parse cache, before the figures (load_networks, load_split, predict,
+    and judge per expert and over all, as evaluate.py does), vs the cached reload of the same file alone."""
+    from neuro_trigger.data.dataset import load_split
+    from neuro_trigger.run.evaluation import judge_predictions, load_networks, predict
+
+    cache = tmp / "evaluate_cache"
+    run_folder = evaluation_run(data_file, tmp / "evaluate_run", seed)
+    n = len(load_split([data_file], cache_dir=cache))  # parse and store once: every call below reloads
+    parts: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        parts[name] = time.perf_counter() - start
+        return result
+
+    def reload() -> None:
+        os.utime(data_file)  # a new mtime defeats the in-process hash memo: hashed again, as in a new process
+        load_split([data_file], cache_dir=cache)
+
+    def evaluate_before_figures() -> None:
+        os.utime(data_file)
+        nets = timed("load_networks", lambda: load_networks(run_folder))
+        store = timed("load_split", lambda: load_split([data_file], cache_dir=cache))
+        pred = timed("predict", lambda: predict(nets, store))
+        timed("judge", lambda: judge_predictions(nets, store, pred))
+
+    reloads, evaluations, split_up = [], [], []
+    for _ in range(sizes.parse_repeats):  # interleaved, the best of each: the machine's noise hits both alike
+        reloads.append(best_time(reload, 1)[0])
+        evaluations.append(best_time(evaluate_before_figures, 1)[0])
+        split_up.append(dict(parts))
+    t_reload, t_eval = min(reloads), min(evaluations)
+    best = split_up[evaluations.index(t_eval)]
+    ratio = t_eval / t_reload
+    return [Row("evaluate_vs_reload", f"evaluate 5 experts on {n:,} tracks from the parse cache, before the figures "
+                "(load_networks + load_split + predict + judge per expert and over all)", t_eval, "s",
+                "load_split of the same file from the parse cache (file hashed again)", t_reload, ratio,
+                "time / reload time", "<= 10x", ratio <= 10,
+                "; ".join(f"{name} {seconds:.3f} s" for name, seconds in best.items()),
+                extra={"rows": n, "parts_seconds": best, "evaluate_seconds": evaluations,
+                       "reload_seconds": reloads})]
