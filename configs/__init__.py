@@ -39,6 +39,9 @@ configs = {
         "gradient_clip_val": None,
         "plot_every": 10,
         "adaptive_threads": False,
+        "accelerator": "auto",
+        "devices": 1,
+        "precision": "32-true",
         "data": TOY_DATA,
     },
     "baseline_v1": {

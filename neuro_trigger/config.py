@@ -113,6 +113,31 @@ def _filter(v: str) -> str | None:
     return None
 
 
+def _devices(v: int) -> str | None:
+    if v < 1:
+        return "must be >= 1"
+    if v > 1:
+        return ("must be 1: an expert trains on one device (a run's experts train in parallel, one device each; "
+                "data-parallel training over several devices does not pay for networks this small)")
+    return None
+
+
+# Trainer(accelerator=...) values; `cuda` is read as `gpu` (_complete). Lightning's other names (mps, tpu, ...)
+# are not offered: the expert's tensors are placed on the CPU or a CUDA GPU (training/hardware.py).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+ACCELERATOR_ALIASES = {"cuda": "gpu"}
+# Trainer(precision=...) values (Lightning 2.6's _PRECISION_INPUT less its discouraged aliases "16" and "bf16"
+# and the transformer-engine ones); an integer (`-m precision=32`) is read as its string.
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+OLD_PRECISIONS = {"16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning still reads these, with a warning
+
+
+def _precision(v: str) -> str | None:
+    if v in PRECISIONS:
+        return None
+    if v in OLD_PRECISIONS:
+        return f"'{v}' is Lightning's old name of '{OLD_PRECISIONS[v]}': write that"
+    return f"unknown precision '{clip(v)}'{_suggest(v, PRECISIONS)}"
 NUMBER = (int, float)
 POSITIVE = Bound(0, low_open=True)
 # The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
@@ -182,6 +207,17 @@ SCHEMA: dict[str, Key] = {
                             "them where faster; depends on timing, so not bit-reproducible", default=False),
     "data": Key((dict,), "data files per split; default: the embedded toy data set", children=DATA_KEYS,
                 default=DEFAULT_DATA),
+    "accelerator": Key((str,), "where an expert trains: `auto` takes the CUDA GPU if one is visible, else the CPU "
+                       "(never Apple's MPS); `gpu` a CUDA GPU (an error before the run starts if there is none); "
+                       "`cuda` is read as `gpu`", choices=ACCELERATORS, default="auto"),
+    "devices": Key((int,), "devices one expert trains on; only 1: the experts of a run already train in parallel "
+                   "processes, one device each, and data-parallel training of networks this small over several "
+                   "devices costs more in synchronisation than it gains", _devices, default=1, limits="1"),
+    "precision": Key((str,), "Lightning's numeric precision (`32` = `32-true`, `64` = `64-true`); `16-mixed` needs "
+                     "a GPU (on the CPU Lightning would train in bf16-mixed instead), bf16 a GPU that supports it; "
+                     "`16-true` not with optim Adam or AdamW (their eps is 0 in float16: NaN weights); checked "
+                     "against the machine before a run folder is made",
+                     _precision, default="32-true", limits=", ".join(f"`{p}`" for p in PRECISIONS)),
 }
 PER_EXPERT_FORBIDDEN = {"experts", "adaptive_threads"}
 TOP_ONLY = {"extends": Key((str,), "parent config")}
@@ -494,6 +530,7 @@ def _resolve(config: str | Mapping[str, Any], overrides: Sequence[str], experts:
             raise ConfigError(f"{origins.where((key,))}: '{key}' must be a dict of keys for that expert")
     _complete(merged)
     _validate(merged, SCHEMA, origins, ())
+    _check_combinations(merged, origins)
 
     trained = list(experts) if experts is not None else list(merged["experts"])
     _check_value(merged["experts"] if experts is None else trained, SCHEMA["experts"], "experts", origins,
@@ -526,6 +563,7 @@ def _resolve(config: str | Mapping[str, Any], overrides: Sequence[str], experts:
         _complete(cfg)
         _validate({k: v for k, v in cfg.items() if k != "expert"}, SCHEMA,
                   _Origins(source_file, expert_origins), (), context=key)
+        _check_combinations(cfg, _Origins(source_file, expert_origins), context=key)
         if expert in trained:
             per_expert[key] = cfg
 
@@ -534,7 +572,9 @@ def _resolve(config: str | Mapping[str, Any], overrides: Sequence[str], experts:
 
 
 def _complete(cfg: dict[str, Any]) -> None:
-    """Fill what the original project left implicit: `dist.inf_bounds` (False) and its filter names."""
+    """Fill what the original project left implicit (`dist.inf_bounds`: False, its filter names) and read
+    the other spellings of a value as the one the code knows (`accelerator: cuda` is `gpu`, `precision: 32`
+    is `"32"`)."""
     dist = cfg.get("dist")
     if isinstance(dist, dict):
         for k, spec in DIST_KEYS.items():
@@ -542,6 +582,11 @@ def _complete(cfg: dict[str, Any]) -> None:
                 dist[k] = copy.deepcopy(spec.default)
     if isinstance(cfg.get("filter"), str) and cfg["filter"].strip() in LEGACY_FILTERS:
         cfg["filter"] = LEGACY_FILTERS[cfg["filter"].strip()]
+    if isinstance(cfg.get("accelerator"), str) and cfg["accelerator"] in ACCELERATOR_ALIASES:
+        cfg["accelerator"] = ACCELERATOR_ALIASES[cfg["accelerator"]]
+    precision = cfg.get("precision")
+    if isinstance(precision, int) and not isinstance(precision, bool):
+        cfg["precision"] = str(precision)
 
 
 def _validate(cfg: Mapping, schema: Mapping[str, Key], origins: _Origins, path: tuple[str, ...],
@@ -553,6 +598,22 @@ def _validate(cfg: Mapping, schema: Mapping[str, Key], origins: _Origins, path: 
             shown = clip(f"{context}.{dotted}" if context else dotted)
             raise ConfigError(f"{origins.where(here)}: unknown key '{shown}'{_suggest(str(key), list(schema))}")
         _check_value(value, schema[key], dotted, origins, here, context)
+
+
+# Optimisers whose eps (1e-8) is 0 in float16: with `16-true` their state is float16 and the first step
+# divides by zero (weights NaN). bf16 holds 1e-8; 16-mixed keeps weights and state in float32.
+FLOAT16_EPS_OPTIMIZERS = ("Adam", "AdamW")
+
+
+def _check_combinations(cfg: Mapping, origins: _Origins, context: str | None = None) -> None:
+    """Checks of keys that are each valid alone but not together (one config: global or one expert's)."""
+    if cfg.get("precision") == "16-true" and cfg.get("optim") in FLOAT16_EPS_OPTIMIZERS:
+        # where each was set (an optim left at its default has no place of its own)
+        places = [w for w in dict.fromkeys(origins.where((k,)) for k in ("precision", "optim")) if w != "config"]
+        places = places or ["config"]
+        raise ConfigError(f"{' and '.join(places)}: {context + ': ' if context else ''}key 'precision': '16-true' "
+                          f"with optim '{cfg['optim']}': its eps (1e-8) is 0 in float16 and the first step makes "
+                          "the weights NaN; use 16-mixed or bf16-true, or optim SGD or Rprop")
 
 
 def _finite(value: Any) -> bool:

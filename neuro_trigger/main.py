@@ -2,7 +2,7 @@
 
     python neuro_trigger/main.py CONFIG [-p] [-s] [-d DESCRIPTION] [-m KEY=VALUE ...]
 
-Parses the arguments and calls `neuro_trigger.training.experts.train`; a mistake a user can make
+Parses the arguments and calls `neuro_trigger.runner.api.train`; a mistake a user can make
 ends in one line on stderr and exit code 2, a failed expert in exit code 1.
 """
 from __future__ import annotations
@@ -40,6 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, metavar="RUN_FOLDER",
                         help="continue an interrupted or failed run, e.g. log/baseline_v2/version_3: experts "
                              "not finished go on from their last checkpoint, then the folder is completed")
+    parser.add_argument("--launcher", default=None, metavar="local|slurm",
+                        help="where the experts of a production run train: local (processes of this machine, the "
+                             "default) or slurm (jobs of a SLURM cluster, see README: On a cluster)")
+    parser.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="SLURM settings over the config's `slurm` block, e.g. --slurm partition=gpu "
+                             "time_min=120 gpus_per_expert=1 extra.qos=short")
+    parser.add_argument("--detach", action="store_true",
+                        help="with --launcher slurm: print the job ids and return once submitted")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="let Lightning's banners, tips and routine warnings into the console and expert logs")
     parser.add_argument("--log-root", type=Path, default=None, help=argparse.SUPPRESS)
@@ -87,20 +95,22 @@ def _main(argv: list[str] | None) -> int:
         if args.resume:
             if args.config or args.modify or args.solo or args.production:
                 raise UserError("--resume continues a run as it was configured: give it no config, -p, -s or -m")
-            from neuro_trigger.training.experts import resume
+            from neuro_trigger.runner.api import resume
 
-            result = resume(args.resume, verbose=args.verbose)
+            result = resume(args.resume, verbose=args.verbose, launcher=args.launcher, slurm=args.slurm,
+                            detach=args.detach)
             print(result.folder)
             return 0 if result.ok else 1
         if not args.config:
             raise UserError("name a config to train (see --list)")
         from neuro_trigger.config import resolve_config
-        from neuro_trigger.training.experts import train
+        from neuro_trigger.runner.api import train
 
         resolve_config(args.config, args.modify, experts=[-1] if args.solo else None)  # fail before prompting
         description = ask_description(args)
         result = train(args.config, args.modify, production=args.production, solo=args.solo,
-                       description=description, log_root=args.log_root, verbose=args.verbose)
+                       description=description, log_root=args.log_root, verbose=args.verbose,
+                       launcher=args.launcher or "local", slurm=args.slurm, detach=args.detach)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -120,8 +130,8 @@ def cli() -> None:
     """The command: run main() and leave at once. The interpreter's own teardown of torch and the other
     libraries took seconds after the run folder was printed; everything of the run is closed by then."""
     code = main()
-    if "neuro_trigger.training.experts" in sys.modules:
-        from neuro_trigger.training.experts import stop_process_server
+    if "neuro_trigger.runner.local" in sys.modules:
+        from neuro_trigger.runner.local import stop_process_server
 
         stop_process_server()
     logging.shutdown()

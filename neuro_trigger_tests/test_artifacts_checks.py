@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from neuro_trigger import registry
+from neuro_trigger.data import earlier_runs as compat
 from neuro_trigger.data.dataset import load_split
 from neuro_trigger.data.filters import parse_filter
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.run import artifacts, compat
+from neuro_trigger.run import artifacts
 from neuro_trigger.run.metrics import split_metrics
 
 # ---------------------------------------------------------------------------------------------- vs old
@@ -251,7 +252,7 @@ ROWS = {"train": 500, "val": 300, "test": 300}
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from neuro_trigger.training.experts import train
+    from neuro_trigger.runner.api import train
 
     folder = tmp_path_factory.mktemp("tiny_data")
     data = {}

@@ -510,7 +510,7 @@ def test_expert_without_rows_one_line_and_no_run_folder(good_data, capsys, tmp_p
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory) -> Path:
     """One small real run (expert 0, one epoch) on other data than `good_data`: R/custom/version_0."""
-    from neuro_trigger.training.experts import train
+    from neuro_trigger.runner.api import train
 
     folder = tmp_path_factory.mktemp("earlier_data")
     data = {}
@@ -584,8 +584,8 @@ def test_earlier_run_passes_the_same_checks(earlier_run, log_with_earlier_run):
     """Control: the run and its weights pass these checks when they do fit, so the cases above fail for
     the reason they name."""
     from neuro_trigger.config import resolve_config
+    from neuro_trigger.data.selection import load_data
     from neuro_trigger.run import artifacts
-    from neuro_trigger.training.experts import load_data
 
     resolved = json.loads((earlier_run / "config.json").read_text())
     stores = load_data(resolved["global"])

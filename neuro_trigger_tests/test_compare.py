@@ -34,7 +34,7 @@ def _config(train: Path, val: Path, test: Path, **keys) -> dict:
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Run A (a config dict, tanh/2) trained here while run B (baseline_v2 with -m overrides: softsign, expert 4
     with learning rate 0.01, other train and test files) trains at the same time through the training CLI."""
-    from neuro_trigger.training.experts import train
+    from neuro_trigger.runner.api import train
 
     root = tmp_path_factory.mktemp("compare")
     files = {}

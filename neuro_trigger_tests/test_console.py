@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from neuro_trigger.data import selection as experts
 from neuro_trigger.data import toy_mc
-from neuro_trigger.training import experts
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.evaluate import main
 from neuro_trigger.run.evaluation import evaluate, load_networks, predict
-from neuro_trigger.training.experts import train
+from neuro_trigger.runner.api import train
 
 EXPERTS = [2, 4]
 

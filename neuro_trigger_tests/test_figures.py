@@ -220,7 +220,7 @@ def _fit(expert_dir: Path, epochs: int, plot_every: int, resume: Path | None = N
     import lightning as L
 
     from neuro_trigger.training.batches import EvalBatches, TrainBatches
-    from neuro_trigger.training.experts import build_trainer
+    from neuro_trigger.training.expert import build_trainer
     from neuro_trigger.training.module import ExpertModule
 
     config = resolve_config({"extends": "baseline_v2"}, [f"epochs={epochs}", "batch_size=64",
@@ -340,7 +340,7 @@ def test_hparams_record_is_the_best_epoch_and_survives_a_checkpoint() -> None:
 # ---------------------------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    from neuro_trigger.training.experts import train
+    from neuro_trigger.runner.api import train
 
     folder = tmp_path_factory.mktemp("figures_run")
     data = {}
@@ -355,7 +355,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_every_expert_logs_epochs_as_steps_and_its_hparams(run: Path) -> None:
-    from neuro_trigger.training.experts import build_trainer
+    from neuro_trigger.training.expert import build_trainer
 
     config = json.loads((run / "config.json").read_text())["experts"]
     probe, _ = build_trainer(config["expert_2"], run / "probe")
@@ -372,8 +372,8 @@ def test_every_expert_logs_epochs_as_steps_and_its_hparams(run: Path) -> None:
 
 
 def test_run_pngs_are_the_merged_figures_titled_with_expert_and_split(run: Path, monkeypatch) -> None:
+    from neuro_trigger.data.selection import load_data
     from neuro_trigger.run import artifacts
-    from neuro_trigger.training.experts import load_data
 
     for key in ("expert_2", "expert_4"):
         for split in ("val", "test"):

@@ -140,7 +140,7 @@ def _fit(expert_dir: Path, epochs: int) -> None:
     """A real fit of expert_0 of baseline_v2 on 600 generated rows, through the project's Trainer."""
     import lightning as L
 
-    from neuro_trigger.training.experts import build_trainer
+    from neuro_trigger.training.expert import build_trainer
     from neuro_trigger.training.module import ExpertModule
 
     config = resolve_config({"extends": "baseline_v2"}, [f"epochs={epochs}", "batch_size=64"])["experts"]["expert_0"]
@@ -236,7 +236,7 @@ def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Pat
     """The readers of metrics.csv: artifacts.log_mean_over_experts and the resume's prepending of
     the epochs logged before it (experts._prepend_metrics)."""
     from neuro_trigger.run.artifacts import log_mean_over_experts
-    from neuro_trigger.training.experts import _prepend_metrics, _read_metrics
+    from neuro_trigger.training.expert import _prepend_metrics, _read_metrics
 
     run = tmp_path / "run"
     _fit(run / "expert_0", epochs=2)

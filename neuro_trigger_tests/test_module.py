@@ -11,7 +11,7 @@ import torch
 
 from neuro_trigger.config import resolve_config
 from neuro_trigger.training.batches import EvalBatches, TrainBatches
-from neuro_trigger.training.experts import build_trainer
+from neuro_trigger.training.expert import build_trainer
 from neuro_trigger.training.module import ExpertModule
 
 N_TRAIN, N_VAL, BATCH = 2000, 500, 64

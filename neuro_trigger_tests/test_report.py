@@ -202,7 +202,7 @@ def test_verdict_table_bias_nearer_zero_wins_and_ties_and_gaps_mark_nothing() ->
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny real debug run (expert 0, one epoch); its report written by the run, then again here."""
-    from neuro_trigger.training.experts import train
+    from neuro_trigger.runner.api import train
 
     root = tmp_path_factory.mktemp("report_run")
     paths = []

@@ -19,8 +19,8 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.main import main
-from neuro_trigger.training import experts
-from neuro_trigger.training.experts import resume, train
+from neuro_trigger.runner import local as experts
+from neuro_trigger.runner.api import resume, train
 from neuro_trigger.training.stopping import RunLock, Stopped, exit_code, process_start_time, stop_on_signals
 from neuro_trigger_tests._job_probe import project_modules
 from neuro_trigger_tests.run_helpers import start, status, wait_for

@@ -16,7 +16,7 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.training.experts import train
+from neuro_trigger.runner.api import train
 
 ROWS = {"train": 3000, "val": 1200, "test": 1000}
 

@@ -381,7 +381,7 @@ def test_judge_bad_arguments():
 @pytest.fixture(scope="module")
 def filtered_run(tmp_path_factory):
     """A tiny run of two experts whose filter keeps the even rows, so that "trigger" must use the filtered rows."""
-    from neuro_trigger.training.experts import train
+    from neuro_trigger.runner.api import train
 
     folder = tmp_path_factory.mktemp("trigger_data")
     data = {}

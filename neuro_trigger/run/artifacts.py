@@ -27,8 +27,8 @@ from neuro_trigger.data.filters import (
     parse_filter,
 )
 from neuro_trigger.data.neuroresults import write_predictions
+from neuro_trigger.data.selection import apply_compare_to, expert_rows, load_data  # noqa: F401 - also artifacts.*
 from neuro_trigger.errors import UserError
-from neuro_trigger.run import compat
 from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
     DiskFullError,
     disk_full_is_user_error,
@@ -42,6 +42,7 @@ from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
 from neuro_trigger.run.folder import library_versions
 from neuro_trigger.run.metrics import split_metrics
 from neuro_trigger.run.plots import figure_names, prediction_figures, save_figures
+from neuro_trigger.run.status import summary_status
 from neuro_trigger.run.weights import (  # noqa: F401 - also used as artifacts.*
     MODULE_PREFIX,
     check_weights_file,
@@ -51,18 +52,6 @@ from neuro_trigger.run.weights import (  # noqa: F401 - also used as artifacts.*
 )
 
 SPLITS = ("train", "val", "test")
-
-
-# ---------------------------------------------------------------------------------------------- compare_to
-def apply_compare_to(stores: dict[str, ColumnStore], compare_to: str, log_root: Path | None) -> None:
-    """Take the 'old' predictions from an earlier run (of this project or of the original trainer), which
-    must have used the same data files. `compare_to` is relative to the production log root
-    (compat.compare_to_root: `log_root`, or <repo>/log for the debug root). Rows the earlier run made no
-    prediction for become NaN: the metrics leave them out of every comparison and count them."""
-    run = compat.compare_to_root(log_root) / compare_to
-    old = compat.read_run_predictions(run, stores, compare_to)
-    for split, store in stores.items():
-        store.y_old = old[split]
 
 
 # ---------------------------------------------------------------------------------------------- per expert
@@ -77,8 +66,6 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
     import torch
 
     from neuro_trigger.run.metrics import judge
-    from neuro_trigger.training.experts import expert_rows
-
     out = config["out_size"]
     filtered = _is_filtered(config)
     for split, store in stores.items():
@@ -105,8 +92,6 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
 def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str) -> None:
     """The figures of one expert on one split (the rows its filter keeps), from its saved predictions; the new
     and the old network in the same figures, each titled with the expert and the split."""
-    from neuro_trigger.training.experts import expert_rows
-
     out = config["out_size"]
     part = np.load(expert_dir / f"prediction_{split}.npz", allow_pickle=False)
     rows, pred = part["rows"], part["pred"]
@@ -161,11 +146,6 @@ def start_summary(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
     return summary
 
 
-def _expert_status(folder: Path, key: str) -> dict[str, Any]:
-    path = folder / key / "status.json"
-    return json.loads(path.read_text()) if path.exists() else {"status": "not started"}
-
-
 def _merged_predictions(folder: Path, split: str, n: int, done: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
     """The finished experts' predictions on one split in row order (NaN elsewhere), and their rows."""
     pred = np.full((n, 2), np.nan, dtype=np.float32)
@@ -182,7 +162,7 @@ def write_prediction_tables(folder: Path, stores: dict[str, ColumnStore]) -> Non
     The slowest part of assembling a run; a parallel run writes them while the last plots are drawn."""
 
     experts = json.loads((folder / "config.json").read_text())["experts"]
-    done = [k for k in experts if _expert_status(folder, k)["status"] == "finished"]
+    done = [k for k in experts if summary_status(folder, k)["status"] == "finished"]
     for split, store in stores.items():
         pred, _ = _merged_predictions(folder, split, len(store), done)
         save_tensor(folder / f"prediction_{split}.pt", pred)
@@ -195,6 +175,23 @@ def write_prediction_tables(folder: Path, stores: dict[str, ColumnStore]) -> Non
             raise
 
 
+def refresh_summary(folder: Path) -> None:
+    """summary.json's experts as their status files say, after one of them stopped or failed outside a runner
+    that would assemble the folder (a SLURM job): the run is "interrupted" or "failed" once none of them is
+    running. Assembling the folder later replaces this with the whole summary."""
+    import fcntl
+
+    with open(folder / ".summary.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        summary = read_json(folder / "summary.json", "summary.json")
+        statuses = {key: summary_status(folder, key) for key in summary["experts"]}
+        states = {s["status"] for s in statuses.values()}
+        summary["experts"] = statuses
+        if "running" not in states and summary.get("status") == "running":
+            summary["status"] = "interrupted" if "interrupted" in states else "failed"
+        write_json(folder / "summary.json", summary)
+
+
 def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
              tables_written: bool = False) -> dict[str, Any]:
     """Combine every expert's part into prediction files (unless `tables_written`), weights.json and
@@ -202,14 +199,13 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     result_<split>.json). A full disk while writing them still leaves an honest summary.json (status "failed",
     the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
     from neuro_trigger.run.metrics import judge
-    from neuro_trigger.training.experts import expert_rows, load_data
 
     resolved = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     if stores is None:
         stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     experts = resolved["experts"]
-    statuses = {key: _expert_status(folder, key) for key in experts}
+    statuses = {key: summary_status(folder, key) for key in experts}
     done = [k for k, s in statuses.items() if s["status"] == "finished"]
 
     metrics: dict[str, Any] = {}

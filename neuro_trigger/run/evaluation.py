@@ -412,7 +412,7 @@ def _split_paths(nets: RunNetworks, split: str) -> list[Path]:
     if not (isinstance(files, list) and files and all(isinstance(f, str) for f in files)):
         raise UserError(f"run folder {nets.folder}: its config records no {split} data files; name them with --data")
     if nets.kind == "own":
-        from neuro_trigger.training.experts import data_paths
+        from neuro_trigger.data.selection import data_paths
 
         return data_paths({"data": {s: files for s in SPLITS}})[split]  # generates the toy data if named
     return [p if p.is_absolute() else REPO_ROOT / p for p in map(Path, files)]

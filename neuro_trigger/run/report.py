@@ -479,14 +479,14 @@ def _figure_sections(folder: Path, resolved: dict, summary: dict, done: list[str
                      stores: dict | None) -> list[Section]:
     """Overlaid new-vs-old figures per finished expert on the test and val splits."""
     from neuro_trigger.data.filters import parse_filter
+    from neuro_trigger.data.selection import expert_rows
     from neuro_trigger.run.artifacts import is_identity_filter
     from neuro_trigger.run.plots import overlay_figures
-    from neuro_trigger.training.experts import expert_rows
 
     if not done:
         return []
     if stores is None:
-        from neuro_trigger.training.experts import load_data
+        from neuro_trigger.data.selection import load_data
 
         stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     sections: list[Section] = []

@@ -50,18 +50,28 @@ class ExpertModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # The torch optimizer itself, not Lightning's wrapper: manual_backward and the wrapper's step
         # dispatch three callback hooks per mini-batch (0.1-0.3 ms, as much as a step at batch 16).
-        # Nothing here needs them: 32-bit precision, one device per expert, no callback uses them.
+        # Nothing here needs them: one device per expert, no callback uses them. Autocast (the mixed
+        # precisions) is Lightning's around this step; float16's gradient scaling is done here.
         optimizer = self.optimizers().optimizer
         clip = self.config["gradient_clip_val"]
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # a GradScaler with 16-mixed only
         xs, ys = batch
         total = torch.zeros((), device=xs.device)
         for x, y in zip(xs, ys, strict=True):
             loss = self.loss_fn(self.model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                if clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                scaler.step(optimizer)
+                scaler.update()
             total += loss.detach()
         self._count_optimizer_steps(len(xs))
         self._epoch_loss_sum = self._epoch_loss_sum.to(total.device) + total  # no sync per step

@@ -1,0 +1,306 @@
+"""The local launcher: a run's experts as processes of this machine.
+
+Processes come from a fork server that has imported the heavy libraries once; at most `workers` jobs
+run at once (on CPU at most one per core), the largest expert first, then each finished expert's
+figures, then the run's prediction tables. The split data are shared with the jobs as read-only
+memory maps, never copied. A debug run trains its one expert in this process instead.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import queue as queue_module
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from neuro_trigger import cpu_cores
+from neuro_trigger.data.dataset import ColumnStore, SharedColumns
+from neuro_trigger.errors import UserError
+from neuro_trigger.run import artifacts
+from neuro_trigger.run.status import (
+    mark_failed_at_start,
+    read_status,
+    record_exit,
+    status_of,
+    write_failure,
+    write_status,
+)
+from neuro_trigger.runner.console import ProgressView
+from neuro_trigger.training.expert import expert_logging, run_expert
+from neuro_trigger.training.hardware import gpu_count, torch_device
+from neuro_trigger.training.stopping import stop_job_on_signals, watch_parent
+
+log = logging.getLogger("neuro_trigger")
+
+
+def job_start(folder: Path, log_name: str, run_pid: int) -> None:
+    """First steps of every job process: output into its log, SIGTERM/SIGHUP like Ctrl-C, and stop
+    by itself if the run's process (`run_pid`) dies."""
+    log_fd = os.open(folder / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    stop_job_on_signals()
+    watch_parent(run_pid)
+
+
+def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, progress,
+           resume_from: Path | None, run_pid: int, adaptive: bool, verbose: bool) -> None:
+    """Entry point of an expert process: its output goes to its own log, its status to status.json."""
+    import torch
+
+    job_start(folder, f"{key}.log", run_pid)
+    expert_logging(folder, key)
+    torch.set_num_threads(threads.value)
+    stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
+    try:
+        run_expert(folder, key, stores, progress.put, resume_from, threads if adaptive else None, plots=False,
+                   verbose=verbose)
+    except KeyboardInterrupt:
+        progress.cancel_join_thread()  # never wait at exit for a runner that may no longer read
+        sys.exit(130)  # the parent reads the status; it marks an expert interrupted before its training started
+    except BaseException as error:  # noqa: BLE001 - every failure must reach status.json
+        log.error("%s failed:\n%s", key, traceback.format_exc())
+        write_failure(folder, key, error)
+        progress.put({"expert": key, "status": "failed", "error": str(error)})
+        sys.exit(1)
+
+
+def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns, run_pid: int) -> None:
+    """Entry point of a plotting job: the figures of one finished expert on one split."""
+    job_start(folder, f"{key}.log", run_pid)
+    expert_logging(folder, key)
+    config = json.loads((folder / "config.json").read_text())["experts"][key]
+    try:
+        artifacts.write_expert_plots(folder / key, config, ColumnStore.from_shared(handle), split)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
+        log.error("%s: the %s plots failed:\n%s", key, split, traceback.format_exc())
+        sys.exit(1)
+
+
+def _tables_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int) -> None:
+    """Entry point of the job writing the run's prediction tables once every expert has trained."""
+    job_start(folder, "app.log", run_pid)
+    try:
+        artifacts.write_prediction_tables(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - the parent writes them itself after a failure here
+        traceback.print_exc()
+        sys.exit(1)
+
+
+def run_in_process(folder: Path, keys: list[str], stores: dict[str, ColumnStore],
+                    resume_from: dict[str, Path | None], show: bool, verbose: bool = False) -> None:
+    import torch
+
+    if gpu_count() == 0:
+        torch.set_num_threads(threads_per_expert(1))
+    view = ProgressView(keys, show)
+    for key in keys:
+        handler = expert_logging(folder, key)
+        try:
+            run_expert(folder, key, stores, view.update, resume_from.get(key), verbose=verbose)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            log.exception("%s failed", key)
+            write_failure(folder, key, error)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def threads_per_expert(slots: int) -> int:
+    """CPU threads for each of `slots` experts training at once.
+
+    Half the cores are shared out, at most 4 per expert: the networks are tiny, and an OpenMP
+    thread waiting for a core costs far more than it gives. Measured on 2 cores, batch 2048:
+    one thread 1.8 ms per step, two threads 57 ms while other processes kept both cores busy
+    (benchmark: 470k vs 129k samples/s with other work running; 466k vs 684k on a quiet machine).
+    The risk of a 4x loss outweighs a 1.5x gain, so a 2-core machine starts one thread per expert.
+    Cores freed later are offered to the experts still training; ThreadShare keeps them only where
+    its chunks then train faster.
+    """
+    return max(1, min(4, cpu_cores() // (2 * slots)))
+
+
+# What every expert process needs, imported once in the fork server: a process forked from it starts
+# in a fraction of a second instead of the 5-7 s a fresh interpreter takes to import torch and lightning.
+# Only third-party libraries: this project's own modules are imported by each job from the files as they
+# are when it starts, so a notebook that edits a module runs the code that git_diff.txt records.
+PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementations.local", "pandas",
+           "matplotlib.figure", "matplotlib.backends.backend_agg"]
+
+
+def process_context() -> mp.context.BaseContext:
+    """Where expert processes come from: a fork server that has imported PRELOAD (Linux, macOS), else
+    fresh interpreters (spawn). Nothing in the server touches CUDA or starts threads, so forking it is safe."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def start_process_server() -> None:
+    """Start the fork server now, so that its imports overlap with loading the data."""
+    if "forkserver" in mp.get_all_start_methods():
+        process_context()
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def stop_process_server() -> None:
+    """End the fork server now, when no job of it is left. Left to itself it ends once this process has
+    ended, after tearing down torch and lightning, and until then it holds the console's output open
+    (a shell pipe or a subprocess reading it would wait). Python has no public call for this."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server._stop()
+
+
+def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
+                  resume_from: dict[str, Path | None], show: bool, unplotted: list[tuple[str, str]] = (),
+                  verbose: bool = False) -> bool:
+    """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
+    per core) at once; the split data are shared with them, not copied. Returns whether the prediction
+    tables were written (by a job of their own, once every expert has trained). Experts on a GPU share it:
+    `workers` of them at once; none of the processes is forked from one that has initialised CUDA."""
+    keys = sorted(counts, key=lambda k: -counts[k])
+    if not keys and not unplotted:
+        return False
+    workers = resolved["global"]["workers"]
+    jobs = len(keys) * (1 + len(artifacts.PLOT_SPLITS)) + len(unplotted)
+    slots = max(1, min(workers, jobs))
+    on_cpu = all(torch_device(resolved["experts"][k]).type == "cpu" for k in keys)
+    if on_cpu:
+        slots = min(slots, cpu_cores())
+    ctx = process_context()
+    threads = ctx.Value("i", threads_per_expert(slots))
+    adaptive = bool(resolved["global"].get("adaptive_threads", False))
+    run_pid = os.getpid()
+    log.info("%d processes at a time (trainings, then plots), %d CPU thread(s) per training", slots,
+             threads.value)
+    shared = {split: store.to_shared() for split, store in stores.items()}
+    progress = ctx.Queue()
+    view = ProgressView(keys, show)
+    # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
+    # its figures; ("tables",) writes the run's prediction tables once no expert is left to train.
+    # As jobs of their own, plots and tables keep every core busy while the last experts train.
+    pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted]
+    running: dict[tuple[str, ...], Any] = {}
+    tables_written = False
+    try:
+        while pending or running:
+            while pending and len(running) < slots:
+                job = pending.pop(0)
+                if job[0] == "train":
+                    proc = ctx.Process(target=_child, name=job[1],
+                                       args=(folder, job[1], shared, threads, progress, resume_from.get(job[1]),
+                                             run_pid, adaptive, verbose))
+                    view.update({"expert": job[1], "status": "started"})
+                elif job[0] == "plots":
+                    proc = ctx.Process(target=_plot_child, name=f"{job[1]}-{job[2]}-plots",
+                                       args=(folder, job[1], job[2], shared[job[2]], run_pid))
+                else:
+                    proc = ctx.Process(target=_tables_child, name="tables", args=(folder, shared, run_pid))
+                try:
+                    proc.start()
+                except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be sent to a process
+                    if job[0] != "train":
+                        raise
+                    reason = f"its process could not be started: {type(error).__name__}: {error}"
+                    mark_failed_at_start(folder, job[1], reason)
+                    view.update({"expert": job[1], "status": "failed", "error": reason})
+                    continue
+                running[job] = proc
+            # until a job ends (its sentinel) or 0.2 s pass: a freed slot is refilled at once
+            mp.connection.wait([proc.sentinel for proc in running.values()], timeout=0.2)
+            _show_progress(progress, view)
+            for job, proc in list(running.items()):
+                if proc.exitcode is None:
+                    continue
+                del running[job]
+                if adaptive and not pending and running and on_cpu:
+                    # the jobs still running may take over the freed cores (ThreadShare keeps them only if faster)
+                    threads.value = max(1, min(4, cpu_cores() // len(running)))
+                if job[0] == "tables":
+                    tables_written = proc.exitcode == 0
+                    if not tables_written:
+                        log.warning("writing the prediction tables failed (exit code %s), see app.log; "
+                                    "trying again", proc.exitcode)
+                    continue
+                key = job[1]
+                if job[0] == "plots":
+                    if proc.exitcode != 0:
+                        log.warning("%s: the %s plots failed (exit code %s), see %s.log", key, job[2],
+                                    proc.exitcode, key)
+                    continue
+                record_exit(folder, key, proc.exitcode)
+                status = status_of(folder, key)
+                if status != "finished":
+                    error = read_status(folder, key).get("error")
+                    view.update({"expert": key, "status": status, **({"error": error} if error else {})})
+                else:
+                    pending += [("plots", key, split) for split in artifacts.PLOT_SPLITS if split in shared]
+                if not any(j[0] == "train" for j in [*pending, *running]):
+                    pending.insert(0, ("tables",))
+                    log.info("every expert has trained: drawing the figures (%d jobs) and writing the prediction "
+                             "tables", sum(j[0] == "plots" for j in [*pending, *running]))
+        _show_progress(progress, view)
+        return tables_written
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping every expert")
+        for proc in running.values():
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        deadline = time.time() + 20
+        alive = [proc for proc in running.values() if proc.is_alive()]
+        while alive and time.time() < deadline:
+            # keep reading their progress: a job whose messages fill the pipe cannot exit
+            mp.connection.wait([proc.sentinel for proc in alive], timeout=0.2)
+            _show_progress(progress, view)
+            alive = [proc for proc in alive if proc.is_alive()]
+        for job, proc in running.items():
+            if proc.is_alive():
+                log.warning("%s did not stop within 20 s: killed", proc.name)
+                proc.kill()
+            proc.join()
+            if job[0] == "train":
+                record_exit(folder, job[1], proc.exitcode, interrupted=True)
+        for job in pending:
+            if job[0] == "train":
+                write_status(folder, job[1], {"status": "interrupted", "epochs_done": 0})
+        raise
+    finally:
+        view.close()
+        for handle in shared.values():
+            handle.release()
+
+
+def _show_progress(progress, view: ProgressView) -> None:
+    """Every progress message the expert processes have sent so far, to the console view."""
+    while True:
+        try:
+            view.update(progress.get_nowait())
+        except queue_module.Empty:
+            return

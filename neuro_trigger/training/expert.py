@@ -1,0 +1,172 @@
+"""One expert's training: `run_expert` trains it into an existing run folder and writes its part of the
+folder; `build_trainer` is the one place its Lightning Trainer is configured.
+
+It runs wherever a launcher puts it: in the debug run's own process, in a job process of a local
+production run, or in a SLURM job (which loads the data itself, from the parse cache).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+
+from neuro_trigger.data.dataset import ColumnStore
+from neuro_trigger.data.selection import expert_rows, load_data
+from neuro_trigger.run import artifacts
+from neuro_trigger.run.status import now, write_status
+from neuro_trigger.training.hardware import torch_device, trainer_hardware
+from neuro_trigger.training.stopping import process_start_time
+
+log = logging.getLogger("neuro_trigger")
+
+
+def expert_logging(folder: Path, key: str) -> logging.Handler:
+    handler = logging.FileHandler(folder / f"{key}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    return handler
+
+
+def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
+               report=None, resume_from: Path | None = None, threads=None, plots: bool = True,
+               verbose: bool = False) -> dict[str, Any]:
+    """Train one expert of the run in `folder` and write its part of the folder; returns its status.
+
+    Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
+    `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
+    the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
+    the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
+    False leaves the figures to artifacts.write_expert_plots (a parallel run draws them in jobs of their own).
+    `verbose` lets Lightning's banners and routine warnings through.
+    """
+    import lightning as L
+    import torch
+
+    from neuro_trigger.training.batches import EvalBatches, TrainBatches
+    from neuro_trigger.training.module import ExpertModule
+    from neuro_trigger.training.quiet import quiet_lightning
+
+    quiet_lightning(verbose)
+    report = report or (lambda message: None)
+    resolved = json.loads((folder / "config.json").read_text())
+    config = resolved["experts"][key]
+    expert_dir = folder / key
+    expert_dir.mkdir(exist_ok=True)
+    status: dict[str, Any] = {"status": "running", "started": now(), "pid": os.getpid(),
+                              "pid_start": process_start_time(os.getpid()), "host": socket.gethostname()}
+    if os.environ.get("SLURM_JOB_ID"):  # a SLURM job (of the SLURM launcher, or a local run inside one)
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        status["slurm_job_id"] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else \
+            os.environ["SLURM_JOB_ID"]
+    write_status(folder, key, status)
+    if stores is None:
+        stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
+    L.seed_everything(config["seed"], workers=True, verbose=False)
+    out = config["out_size"]
+    device = torch_device(config)
+    with warnings.catch_warnings():  # the shared columns are read-only maps; the tensors are only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = {s: (torch.from_numpy(st.x), torch.from_numpy(st.y[:, :out]), torch.from_numpy(st.y_old[:, :out]))
+                   for s, st in stores.items()}
+    train_rows = expert_rows(stores["train"], config)
+    val_rows = expert_rows(stores["val"], config)
+    log.info("%s: %d train rows, %d val rows, batch size %d, %s", key, len(train_rows), len(val_rows),
+             config["batch_size"], "reweighted by " + json.dumps(config["dist"]) if config["dist"] else "shuffled")
+    x, y, _ = tensors["train"]
+    train_batches = TrainBatches(x, y, train_rows, config["batch_size"], config["seed"], config["dist"], device)
+    val_batches = EvalBatches(*tensors["val"], val_rows, device)
+
+    module = ExpertModule(config)
+    if config.get("load_pre_trained_weights"):
+        artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
+    trainer, checkpoint = build_trainer(config, expert_dir, report, threads)
+    earlier_metrics = None
+    if resume_from is not None:
+        log.info("%s: resuming from %s", key, resume_from)
+        earlier_metrics = _read_metrics(expert_dir)  # the CSV logger starts a new file
+    try:
+        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
+                    ckpt_path=str(resume_from) if resume_from else None)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # Lightning turns Ctrl-C into a graceful stop followed by sys.exit(1)
+        if isinstance(stop, SystemExit) and not trainer.interrupted:
+            raise
+        status.update(status="interrupted", epochs_done=trainer.current_epoch, ended=now(),
+                      last_checkpoint=str(checkpoint.last_model_path or ""))
+        write_status(folder, key, status)
+        log.warning("%s interrupted after %d epoch(s)", key, trainer.current_epoch)
+        raise KeyboardInterrupt from None
+    finally:
+        if earlier_metrics is not None:
+            _prepend_metrics(expert_dir, earlier_metrics)
+
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    module.to("cpu").float()  # predictions and weights.json in float32 whatever the training precision
+    artifacts.write_expert_results(expert_dir, module, config, stores, plots=plots)
+    status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
+                  best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
+                  else math.nan, ended=now())
+    write_status(folder, key, status)
+    report({"expert": config["expert"], "status": "finished", "epoch": trainer.current_epoch - 1,
+            "max_epochs": config["epochs"], "val_loss": status["best_val_loss"]})
+    return status
+
+
+def _read_metrics(expert_dir: Path):
+    import pandas as pd
+
+    path = expert_dir / "csv" / "metrics.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _prepend_metrics(expert_dir: Path, earlier) -> None:
+    """Keep the epochs logged before a resume: the resumed logger rewrote metrics.csv from its epoch on."""
+    import pandas as pd
+
+    now = _read_metrics(expert_dir)
+    if now is None or now.empty:
+        merged = earlier
+    else:
+        merged = pd.concat([earlier[earlier["epoch"] < now["epoch"].min()], now], ignore_index=True)
+    merged.to_csv(expert_dir / "csv" / "metrics.csv", index=False)
+
+
+def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None):
+    """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
+    from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots, ThreadShare
+
+    checkpoint = ModelCheckpoint(dirpath=expert_dir / "ckpts", filename="best-{epoch}", monitor="val_loss",
+                                 mode="min", save_top_k=1, save_last=True)
+    trainer = L.Trainer(
+        max_epochs=config["epochs"],
+        **trainer_hardware(config),
+        # one process, one device, wherever it runs: Lightning's own SLURM handling (ranks from srun,
+        # requeue on SIGUSR1) would fight the SLURM launcher's, which requeues and resumes by itself
+        plugins=[LightningEnvironment()],
+        logger=[TensorBoardLogger(str(expert_dir), name="tb", version="", default_hp_metric=False),
+                CSVLogger(str(expert_dir), name="csv", version="")],
+        callbacks=[checkpoint,
+                   EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
+                   ProgressReport(config["expert"], report or (lambda message: None)),
+                   TensorBoardPlots(config["plot_every"], config["out_size"]),
+                   HParamsSummary(config)]
+        + ([ThreadShare(threads)] if threads is not None else []),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1_000_000,  # metrics are logged per epoch only
+    )
+    return trainer, checkpoint
