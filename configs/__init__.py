@@ -42,6 +42,16 @@ configs = {
         "accelerator": "auto",
         "devices": 1,
         "precision": "32-true",
+        "slurm": {  # used by --launcher slurm only
+            "partition": None,
+            "time_min": 60,
+            "cpus_per_expert": 2,
+            "mem_gb": 4,
+            "gpus_per_expert": 0,
+            "account": None,
+            "array_parallelism": 32,
+            "extra": {},
+        },
         "data": TOY_DATA,
     },
     "baseline_v1": {

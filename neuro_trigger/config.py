@@ -14,6 +14,7 @@ import difflib
 import importlib.util
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,12 +141,41 @@ def _precision(v: str) -> str | None:
     return f"unknown precision '{clip(v)}'{_suggest(v, PRECISIONS)}"
 NUMBER = (int, float)
 POSITIVE = Bound(0, low_open=True)
+
+
+def _sbatch_options(v: dict) -> str | None:
+    for name, value in v.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+            return f"'{clip(str(name))}' is not an sbatch option name (e.g. 'qos', 'constraint')"
+        if not isinstance(value, str | int):
+            return f"the value of '{name}' must be a string or an integer"
+    return None
+
+
+# The SLURM launcher's settings (runner/slurm.py); `--slurm KEY=VALUE` overrides them for a run.
+SLURM_KEYS: dict[str, Key] = {
+    "partition": Key((str,), "partition the jobs go to; None: the cluster's default", nullable=True, default=None),
+    "time_min": Key((int,), "time limit of an expert's job in minutes (it is requeued and continues from its "
+                    "last checkpoint when it runs out)", Bound(1), default=60),
+    "cpus_per_expert": Key((int,), "CPU cores per expert job (at most 4 are used for training)", Bound(1), default=2),
+    "mem_gb": Key(NUMBER, "memory per expert job in GB", POSITIVE, default=4),
+    "gpus_per_expert": Key((int,), "GPUs per expert job (`--gpus-per-node`); set with accelerator gpu", Bound(0),
+                           default=0),
+    "account": Key((str,), "account charged; None: the user's default", nullable=True, default=None),
+    "array_parallelism": Key((int,), "expert jobs of a run running at once", Bound(1), default=32),
+    "extra": Key((dict,), "more sbatch options, e.g. {'qos': 'short', 'constraint': 'a100'}", _sbatch_options,
+                 default={}),
+}
 # The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
 DEFAULT_DATA = {
     "train": ["data_cache/toy/neuroresults_random1.gz"],
     "val": ["data_cache/toy/neuroresults_random2.gz"],
     "test": ["data_cache/toy/neuroresults_random3.gz"],
 }
+def _defaults_of(keys: Mapping[str, Key]) -> dict[str, Any]:
+    return {name: key.default for name, key in keys.items()}
+
+
 DIST_KEYS: dict[str, Key] = {
     "n_buckets": Key((int,), "number of equal z buckets on [-1, 1]", Bound(1, MAX_BUCKETS)),
     "inf_bounds": Key((bool,), "outermost buckets extend to -inf / +inf; False: probabilities normalised on [-1, 1]",
@@ -207,6 +237,8 @@ SCHEMA: dict[str, Key] = {
                             "them where faster; depends on timing, so not bit-reproducible", default=False),
     "data": Key((dict,), "data files per split; default: the embedded toy data set", children=DATA_KEYS,
                 default=DEFAULT_DATA),
+    "slurm": Key((dict,), "how `--launcher slurm` submits the experts' jobs", children=SLURM_KEYS,
+                 default=_defaults_of(SLURM_KEYS)),
     "accelerator": Key((str,), "where an expert trains: `auto` takes the CUDA GPU if one is visible, else the CPU "
                        "(never Apple's MPS); `gpu` a CUDA GPU (an error before the run starts if there is none); "
                        "`cuda` is read as `gpu`", choices=ACCELERATORS, default="auto"),
@@ -614,6 +646,16 @@ def _check_combinations(cfg: Mapping, origins: _Origins, context: str | None = N
         raise ConfigError(f"{' and '.join(places)}: {context + ': ' if context else ''}key 'precision': '16-true' "
                           f"with optim '{cfg['optim']}': its eps (1e-8) is 0 in float16 and the first step makes "
                           "the weights NaN; use 16-mixed or bf16-true, or optim SGD or Rprop")
+
+
+def check_slurm_settings(settings: Mapping[str, Any], where: str) -> None:
+    """SLURM settings given outside a config (`--slurm`), held to the `slurm` block's schema."""
+
+    class _There:
+        def where(self, path: tuple[str, ...]) -> str:
+            return where
+
+    _check_value(dict(settings), SCHEMA["slurm"], "slurm", _There(), ("slurm",))  # type: ignore[arg-type]
 
 
 def _finite(value: Any) -> bool:

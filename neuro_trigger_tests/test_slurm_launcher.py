@@ -1,0 +1,220 @@
+"""The SLURM launcher against a real single-node SLURM cluster (scripts/slurm_cluster.sh, started by the
+`slurm_cluster` fixture): the same run folder as a local run, a failed and a cancelled expert with an
+honest summary, --resume resubmitting what is left, a requeued expert going on from its checkpoint,
+and every mistake refused in one line before anything is submitted."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from neuro_trigger import REPO_ROOT
+from neuro_trigger.data.neuroresults import write_table
+from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.runner.api import resume, train
+from neuro_trigger.runner.slurm import all_job_ids, queued_jobs
+from neuro_trigger_tests.run_helpers import start, status, wait_for
+
+pytestmark = pytest.mark.slurm
+SLURM = ["cpus_per_expert=1", "mem_gb=1", "time_min=10"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, list[str]]:
+    folder = tmp_path_factory.mktemp("slurm_data")
+    paths = {}
+    for i, (split, n) in enumerate({"train": 6000, "val": 1500, "test": 1500}.items()):
+        write_table(generate(n, seed=400 + i), folder / f"{split}.gz")
+        paths[split] = [str(folder / f"{split}.gz")]
+    return paths
+
+
+def config(data: dict, **keys) -> dict:
+    return {"extends": "baseline_v2", "data": data, "experts": [0, 3], "epochs": 3, "batch_size": 256,
+            "plot_every": 1000, **keys}
+
+
+def files_of(folder: Path) -> set[str]:
+    """The run folder's files, without what only a launcher or a moment makes (SLURM's own logs, job ids,
+    progress files, TensorBoard event names with host and time)."""
+    names = set()
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_dir() or rel.startswith("slurm") or rel.endswith(("progress.json", ".run.lock", ".summary.lock")):
+            continue
+        names.add(re.sub(r"events\.out\.tfevents\..*", "events", rel))
+    return names
+
+
+def job_of(folder: Path, key: str) -> str:
+    return json.loads((folder / "slurm_jobs.json").read_text())[-1]["experts"][key]
+
+
+def epochs_logged(folder: Path, key: str) -> list[int]:
+    return pd.read_csv(folder / key / "csv" / "metrics.csv")["epoch"].tolist()
+
+
+def test_slurm_run_folder_equals_a_local_run(slurm_cluster, data, tmp_path):
+    """Same config and seed through both launchers: the same files, byte-identical weights.json and
+    prediction tables; the experts ran as SLURM jobs (their job ids in their status)."""
+    local = train(config(data), production=True, log_root=tmp_path / "local", show_progress=False)
+    on_slurm = train(config(data), production=True, log_root=tmp_path / "slurm", show_progress=False,
+                     launcher="slurm", slurm=SLURM)
+    assert local.ok and on_slurm.ok, on_slurm.summary["experts"]
+    assert on_slurm.summary["status"] == "finished"
+    assert (on_slurm.folder / "weights.json").read_bytes() == (local.folder / "weights.json").read_bytes()
+    for split in ("train", "val", "test"):
+        assert (on_slurm.folder / f"pred_data_{split}.csv").read_bytes() == \
+               (local.folder / f"pred_data_{split}.csv").read_bytes()
+    assert files_of(on_slurm.folder) == files_of(local.folder)
+    jobs = json.loads((on_slurm.folder / "slurm_jobs.json").read_text())[0]
+    for key in ("expert_0", "expert_3"):
+        assert status(on_slurm.folder, key)["slurm_job_id"] == jobs["experts"][key]
+    assert "[failed]" not in (tmp_path / "slurm" / "log.txt").read_text()
+
+
+def test_failed_and_cancelled_experts_then_resume(slurm_cluster, data, tmp_path):
+    """Detached: expert_2 fails (its loss overflows), expert_3 is scancel'led while it trains; the assemble job
+    still runs and summary.json says so. --resume resubmits only those two: expert_3 goes on from its checkpoint
+    without losing an epoch's metrics, expert_0 is left as it was."""
+    cfg = ["experts=[0, 2, 3]", "batch_size=64", "plot_every=1000", "early_stopping_patience=1000",
+           "expert_0.epochs=2", "expert_2.epochs=2", "expert_2.learning_rate=1e30", "expert_3.epochs=12"]
+    proc = start("baseline_v2", "-p", "-d", "cancel test", "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--detach", "--slurm", *SLURM, "-m", "data=" + repr(data), *cfg)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    folder = Path(out.strip().splitlines()[-1])
+    assert "submitted: experts" in err and "--resume" in err
+    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
+             and status(folder, "expert_3").get("status") == "running", "expert_3 to train an epoch", 240)
+    subprocess.run(["scancel", job_of(folder, "expert_3")], check=True)
+    journal = tmp_path / "log.txt"  # its line is the assemble job's last step
+    wait_for(lambda: journal.exists() and "cancel test" in journal.read_text(), "the assemble job", 240)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["experts"]["expert_0"]["status"] == "finished"
+    assert summary["experts"]["expert_2"]["status"] == "failed"
+    assert "loss became" in summary["experts"]["expert_2"]["error"]
+    assert summary["experts"]["expert_3"]["status"] == "interrupted"
+    assert "cancel test [interrupted]" in journal.read_text()
+    done_before = epochs_logged(folder, "expert_3")
+    assert done_before and (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
+    expert_0 = (folder / "expert_0" / "status.json").read_bytes()
+    wait_for(lambda: queued_jobs(all_job_ids(folder)) == {}, "the run's jobs to leave the queue", 60)
+
+    result = resume(folder, show_progress=False)
+    assert result.summary["experts"]["expert_3"]["status"] == "finished"
+    assert result.summary["experts"]["expert_2"]["status"] == "failed"
+    assert (folder / "expert_0" / "status.json").read_bytes() == expert_0
+    assert epochs_logged(folder, "expert_3") == list(range(12))
+    assert len(json.loads((folder / "slurm_jobs.json").read_text())[-1]["experts"]) == 2
+    assert "continues from" in (folder / "expert_3.log").read_text()
+
+
+def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, data, tmp_path):
+    """scontrol requeue (what a preemption does): the expert's job is stopped and later runs again; it goes on
+    from its last checkpoint and its metrics have every epoch once; the attached command ends 0."""
+    proc = start("baseline_v2", "-p", "-d", "requeue test", "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64", "epochs=10",
+                 "plot_every=1000", "early_stopping_patience=1000")
+    folder = tmp_path / "baseline_v2" / "version_0"
+    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
+             and status(folder, "expert_3").get("status") == "running", "expert_3 to train an epoch", 240)
+    subprocess.run(["scontrol", "requeue", job_of(folder, "expert_3")], check=True)
+    out, err = proc.communicate(timeout=420)
+    assert proc.returncode == 0, err
+    assert status(folder, "expert_3")["status"] == "finished"
+    assert epochs_logged(folder, "expert_3") == list(range(10))
+    assert "continues from" in (folder / "expert_3.log").read_text()
+
+
+def test_sigterm_to_the_attached_command_cancels_the_run(slurm_cluster, data, tmp_path):
+    """SIGTERM (or Ctrl-C) to the command following a SLURM run: it scancels the run's jobs, the expert stops
+    and keeps its checkpoint, the folder is assembled with an honest summary, nothing is left queued; 143."""
+    proc = start("baseline_v2", "-p", "-d", "sigterm test", "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64", "epochs=1000",
+                 "plot_every=1000", "early_stopping_patience=1000")
+    folder = tmp_path / "baseline_v2" / "version_0"
+    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
+             and status(folder, "expert_3").get("status") == "running", "expert_3 to train an epoch", 240)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["experts"]["expert_3"]["status"] == "interrupted"
+    assert (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
+    wait_for(lambda: queued_jobs(all_job_ids(folder)) == {}, "the run's jobs to leave the queue", 30)
+    assert "sigterm test [interrupted]" in (tmp_path / "log.txt").read_text()
+    assert "--resume" in err
+
+
+def test_settings_per_expert_and_from_the_command_line():
+    """The config's `slurm` block, an expert's own block over it, `--slurm` over both; sbatch options from them."""
+    from neuro_trigger.config import resolve_config
+    from neuro_trigger.runner.slurm import expert_settings, parse_cli_settings, sbatch_options
+
+    resolved = resolve_config("baseline_v2", ["slurm.partition=cpu", "expert_3.slurm.time_min=300",
+                                              "slurm.extra={'qos': 'short'}"])
+    cli = parse_cli_settings(["mem_gb=2.5", "extra.constraint=avx2"])
+    third = expert_settings(resolved["experts"]["expert_3"], cli)
+    first = expert_settings(resolved["experts"]["expert_0"], cli)
+    assert (third["time_min"], first["time_min"]) == (300, 60)
+    assert third["partition"] == first["partition"] == "cpu"
+    assert first["mem_gb"] == 2.5 and first["extra"] == {"qos": "short", "constraint": "avx2"}
+    assert sbatch_options(third) == ["--time=300", "--cpus-per-task=2", "--mem=2560M", "--partition=cpu",
+                                     "--qos=short", "--constraint=avx2"]
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def run_cli(log_root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "neuro_trigger/main.py", *args, "--log-root", str(log_root)],
+                          cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def assert_refused(done: subprocess.CompletedProcess, log_root: Path, *parts: str) -> None:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    assert not log_root.exists() or not any(log_root.rglob("version_*"))
+
+
+@pytest.mark.parametrize(("args", "parts"), [
+    (["-p", "--launcher", "pbs"], ["--launcher pbs", "unknown launcher", "local, slurm"]),
+    (["--launcher", "slurm"], ["add -p"]),
+    (["-p", "--detach"], ["go with --launcher slurm"]),
+    (["-p", "--launcher", "slurm", "--slurm", "queue=fast"], ["--slurm queue=fast", "unknown key 'queue'"]),
+    (["-p", "--launcher", "slurm", "--slurm", "time_min=soon"], ["--slurm time_min=soon", "'slurm.time_min'",
+                                                              "expected int"]),
+    (["-p", "--launcher", "slurm", "--slurm", "mem_gb=0"], ["'slurm.mem_gb'"]),
+    (["-p", "-m", "slurm.cpus_per_expert=0"], ["slurm.cpus_per_expert"]),
+    (["-p", "--launcher", "slurm", "--slurm", "partition=nosuchpartition"], ["sbatch refuses", "--partition"]),
+    (["-p", "--launcher", "slurm", "--slurm", "extra.nosuchoption=1"], ["sbatch refuses"]),
+    (["-p", "--launcher", "slurm", "-m", "accelerator=gpu"], ["gpus_per_expert"]),
+])
+def test_mistakes_are_one_line_and_submit_nothing(slurm_cluster, tmp_path, args, parts):
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert_refused(run_cli(tmp_path / "log", "baseline_v2", *args), tmp_path / "log", *parts)
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_slurm_not_installed_or_not_reachable(slurm_cluster, tmp_path):
+    no_slurm = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    assert_refused(run_cli(tmp_path / "log", "baseline_v2", "-p", "--launcher", "slurm", env=no_slurm),
+                   tmp_path / "log", "SLURM is not installed")
+    conf = Path(os.environ["SLURM_CONF"]).read_text()
+    dead = tmp_path / "slurm.conf"
+    dead.write_text(re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=1", conf) + "\nMessageTimeout=2\n")
+    unreachable = {**os.environ, "SLURM_CONF": str(dead)}
+    assert_refused(run_cli(tmp_path / "log", "baseline_v2", "-p", "--launcher", "slurm", env=unreachable),
+                   tmp_path / "log", "SLURM is not reachable")
