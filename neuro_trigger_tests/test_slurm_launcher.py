@@ -53,6 +53,16 @@ def files_of(folder: Path) -> set[str]:
     return names
 
 
+def wait_for_an_epoch(folder: Path, key: str) -> None:
+    """Until the expert trains and has a checkpoint; an expert that failed instead fails the test at once."""
+    def trained() -> bool:
+        state = status(folder, key)
+        assert state.get("status") != "failed", state
+        return (folder / key / "ckpts" / "last.ckpt").exists() and state.get("status") == "running"
+
+    wait_for(trained, f"{key} to train an epoch", 240)
+
+
 def job_of(folder: Path, key: str) -> str:
     return json.loads((folder / "slurm_jobs.json").read_text())[-1]["experts"][key]
 
@@ -92,8 +102,7 @@ def test_failed_and_cancelled_experts_then_resume(slurm_cluster, data, tmp_path)
     assert proc.returncode == 0, err
     folder = Path(out.strip().splitlines()[-1])
     assert "submitted: experts" in err and "--resume" in err
-    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
-             and status(folder, "expert_3").get("status") == "running", "expert_3 to train an epoch", 240)
+    wait_for_an_epoch(folder, "expert_3")
     subprocess.run(["scancel", job_of(folder, "expert_3")], check=True)
     journal = tmp_path / "log.txt"  # its line is the assemble job's last step
     wait_for(lambda: journal.exists() and "cancel test" in journal.read_text(), "the assemble job", 240)
@@ -118,16 +127,20 @@ def test_failed_and_cancelled_experts_then_resume(slurm_cluster, data, tmp_path)
     assert "continues from" in (folder / "expert_3.log").read_text()
 
 
-def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, data, tmp_path):
-    """scontrol requeue (what a preemption does): the expert's job is stopped and later runs again; it goes on
-    from its last checkpoint and its metrics have every epoch once; the attached command ends 0."""
+@pytest.mark.parametrize("how", ["scontrol requeue", "time limit"])
+def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, data, tmp_path, how):
+    """scontrol requeue (what a preemption does), or the signal SLURM sends before a time limit (USR2, on which
+    submitit requeues the job): the expert's job stops and later runs again; it goes on from its last checkpoint
+    and its metrics have every epoch once; the attached command ends 0."""
     proc = start("baseline_v2", "-p", "-d", "requeue test", "--log-root", str(tmp_path), "--launcher", "slurm",
                  "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64", "epochs=10",
                  "plot_every=1000", "early_stopping_patience=1000")
     folder = tmp_path / "baseline_v2" / "version_0"
-    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
-             and status(folder, "expert_3").get("status") == "running", "expert_3 to train an epoch", 240)
-    subprocess.run(["scontrol", "requeue", job_of(folder, "expert_3")], check=True)
+    wait_for_an_epoch(folder, "expert_3")
+    if how == "scontrol requeue":
+        subprocess.run(["scontrol", "requeue", job_of(folder, "expert_3")], check=True)
+    else:
+        subprocess.run(["scancel", "--signal=USR2", job_of(folder, "expert_3")], check=True)
     out, err = proc.communicate(timeout=420)
     assert proc.returncode == 0, err
     assert status(folder, "expert_3")["status"] == "finished"
@@ -142,8 +155,7 @@ def test_sigterm_to_the_attached_command_cancels_the_run(slurm_cluster, data, tm
                  "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64", "epochs=1000",
                  "plot_every=1000", "early_stopping_patience=1000")
     folder = tmp_path / "baseline_v2" / "version_0"
-    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
-             and status(folder, "expert_3").get("status") == "running", "expert_3 to train an epoch", 240)
+    wait_for_an_epoch(folder, "expert_3")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 143, err

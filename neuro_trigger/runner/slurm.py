@@ -1,7 +1,7 @@
 """The SLURM launcher: a run's experts as jobs of a SLURM cluster, submitted with submitit.
 
 One job array trains the experts (one task each, `run_expert` on the shared run folder, the data
-loaded by the job itself from the parse cache); a job array draws the figures and one job writes
+loaded by the job itself from the parse cache); a job array draws the figures (a task per expert) and one job writes
 the prediction tables once the experts have ended; an `assemble` job then writes summary.json,
 weights.json and report.html. Every dependency is `afterany`, so a failed or cancelled expert never
 leaves a job waiting for ever, and the summary tells what happened to each.
@@ -181,8 +181,8 @@ class ExpertJob(submitit.helpers.Checkpointable):
         return "finished"
 
 
-def plots_job(folder: str, key: str, split: str) -> str:
-    """The figures of one expert on one split, if it finished."""
+def plots_job(folder: str, key: str, splits: list[str]) -> str:
+    """The figures of one expert on the given splits, if it finished (one job: each job pays the imports)."""
     folder = Path(folder)
     stop_job_on_signals()
     if status_of(folder, key) != "finished":
@@ -190,7 +190,8 @@ def plots_job(folder: str, key: str, split: str) -> str:
     _job_logging(folder, key)
     resolved = json.loads((folder / "config.json").read_text())
     stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-    artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
+    for split in splits:
+        artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
     return "drawn"
 
 
@@ -267,12 +268,14 @@ def submit(folder: Path, resolved: dict[str, Any], keys: list[str], unplotted: l
         experts.update({key: job.job_id for key, job in zip(group_keys, jobs, strict=True)})
     arrays = sorted({job_id.split("_")[0] for job_id in experts.values()})
     after_experts = ("afterany:" + ":".join(arrays)) if arrays else None
-    plot_jobs = [(key, split) for key in keys for split in artifacts.PLOT_SPLITS] + list(unplotted)
+    plot_jobs: dict[str, list[str]] = {key: list(artifacts.PLOT_SPLITS) for key in keys}
+    for key, split in unplotted:
+        plot_jobs.setdefault(key, []).append(split)
     others: dict[str, str] = {}
     if plot_jobs:
         executor = _executor(folder, f"nt-{name}-plots", None, after_experts)
         with executor.batch():
-            jobs = [executor.submit(plots_job, str(folder), key, split) for key, split in plot_jobs]
+            jobs = [executor.submit(plots_job, str(folder), key, splits) for key, splits in plot_jobs.items()]
         others["plots"] = jobs[0].job_id.split("_")[0]
     (folder / "slurm").mkdir(exist_ok=True)
     (folder / "slurm" / "tables.done").unlink(missing_ok=True)
