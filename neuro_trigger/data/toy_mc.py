@@ -1,12 +1,13 @@
 """Toy Monte Carlo of the neural z-vertex trigger's inputs: the embedded default data set.
 
-Helix tracks from a z0 mixture (interaction point plus a lopsided beam background) cross the nine
-CDC superlayers. A superlayer has a segment only while the track is inside the chamber's z extent
-at that radius, so the missing stereo superlayer (hence the expert) follows from z0 and theta.
-Stereo wires are tilted, so the azimuthal offset of a stereo hit from the 2D track grows with the
-track's z at that radius: the 27 inputs determine z0 and theta as the real ones do. Everything is
-vectorised with numpy (no loop over tracks) and written in the real neuroresults format.
-See docs/toy_mc.md for the model and its comparison with real data.
+Tracks come from a few sources along the beam line (collisions at the interaction point; Touschek,
+beam-gas and localised beam-loss background), cross the nine CDC superlayers and leave segments where
+they are inside the chamber. The 2D track finder measures each track's azimuth and curvature with
+errors common to all superlayers; a stereo hit lies off the 2D track by the stereo wire's azimuthal
+shift at the track's z at that radius, so the stereo relIDs carry z the way the real ones do (with the
+real signs). Drift times follow the drift distance, with per-layer hit inefficiency, late hits and
+left/right ambiguity. Everything is vectorised with numpy (no loop over tracks) and written in the
+real neuroresults format. See docs/toy_mc.md for the model and its comparison with real data.
 """
 
 from __future__ import annotations
@@ -24,10 +25,20 @@ import pandas as pd
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults import COLUMNS, INPUT_COLUMNS, INT_COLUMNS, write_table
+from neuro_trigger.data.toy_stats import (  # noqa: F401  (re-exported: the statistics used to live here)
+    REAL_STATS,
+    THETA_EDGES,
+    Z_EDGES,
+    format_comparison,
+    format_resolution,
+    summarize,
+)
 
-TOY_VERSION = "2"
+TOY_VERSION = "3"
 """Bumped whenever the generator's output (or the files' bytes) changes, so that a stale cached default data
-set is rebuilt. 2: relID clipped to [-1, 1]; gzip header without a time stamp (byte-identical files)."""
+set is rebuilt. 2: relID clipped to [-1, 1]; gzip header without a time stamp (byte-identical files).
+3: physics revised against the real per-input statistics (issue 12): stereo shift sign, background
+sources and directions, charge asymmetry, 2D track errors, drift-time model, relID scaling."""
 
 # ---------------------------------------------------------------------------------------------
 # Geometry (cm, rad). Radii of the priority layers of SL0..SL8 and wires per layer are those of
@@ -37,53 +48,116 @@ N_WIRES = np.array([160, 160, 192, 224, 256, 288, 320, 352, 384])
 WIRE_DPHI = 2.0 * np.pi / N_WIRES
 AXIAL_SL = np.array([0, 2, 4, 6, 8])
 STEREO_SL = np.array([1, 3, 5, 7])
+# Stereo angles: U superlayers (SL1, SL5) positive, V superlayers (SL3, SL7) negative. A wire's azimuth
+# grows with z by tan(stereo) z / r, so the wire a track crosses at height z is the one whose azimuth at
+# z = 0 is smaller by that much: the relID of a U layer falls with z, that of a V layer rises (as in data).
 STEREO_ANGLE = np.array([0.0, 0.045, 0.0, -0.055, 0.0, 0.065, 0.0, -0.075, 0.0])
 # Chamber z extent at radius r, linear in r: z_back(r) <= z <= z_front(r) (the CDC is asymmetric).
 Z_FRONT = (80.0, 0.95)  # z_front(r) = a + b * (r - RADII[0])
 Z_BACK = (-50.0, -0.36)  # z_back(r) = a + b * (r - RADII[0])
 EXPERT_OF_MISSING_STEREO = {None: 0, 7: 1, 5: 2, 3: 3, 1: 4}
+LAYER_TYPE = np.array([0, 2, 1, 2, 1, 2, 1, 2, 1])  # 0: SL0 (small cells), 1: axial, 2: stereo
 
-# Magnetic field and the crossing angle alpha = ALPHA_SCALE * asin(r / 2 rho), signed by charge.
-B_FIELD = 1.5  # T
-ALPHA_SCALE = 0.482  # fitted to the real alpha values; with PT_MIN gives max |alpha| 0.07 (SL0) / 0.43 (SL8)
-# 1/pt is uniform in [1/PT_MAX, 1/PT_MIN] (GeV^-1), as the 2D finder's Hough cells are uniform in curvature.
-PT_MIN, PT_MAX = 0.3, 20.0
-CURVATURE_RESOLUTION = 0.03  # relative error of the 2D track's curvature, enters alpha
-
-# Hit model, in wire units. relID = scale * (W - p): W the hit wire, p the 2D track's crossing in wire
-# units; driftT = 2 * (hit - W) (signed, left/right), missing in a fraction of segments.
-HIT_SIGMA = 0.1  # hit position error relative to the 2D track (wire units), stereo and axial
-AXIAL_SIGMA = 0.6  # axial layers: the 2D track's own azimuth error at that layer (wire units)
-AXIAL_RELID_SCALE = np.array([0.35, 0.0, 0.3, 0.0, 0.35, 0.0, 0.4, 0.0, 0.3])
-DRIFT_SIGMA = 0.06  # smearing of the scaled drift time
-DRIFT_FLIP = 0.05  # probability that the left/right sign is wrong
-DRIFT_MISSING = np.array([0.3, 0.35, 0.55, 0.3, 0.3, 0.35, 0.3, 0.25, 0.45])
-STEREO_RELID_SPAN = 0.8  # the largest |stereo offset| inside the chamber maps to this relID
-
-# Segment finder inefficiency per superlayer, on top of the chamber acceptance. The stereo values are
-# tuned to the real expert shares (experts 2 and 3 cannot come from the acceptance of a straight line).
-INEFFICIENCY = np.array([0.25, 0.0651, 0.05, 0.1581, 0.06, 0.0562, 0.08, 0.0837, 0.12])
-MIN_AXIAL = 3  # the 2D finder needs this many axial segments
-
-# Track sources. z0: a narrow interaction-point peak plus a piecewise uniform background; theta piecewise
-# uniform. The weights are before acceptance, tuned so that the accepted rows match the real histograms.
-Z_EDGES = np.array([-100.0, -50.0, -20.0, -10.0, -5.0, -2.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0])
-Z_BACKGROUND_WEIGHTS = np.array(
-    [0.0173, 0.0234, 0.031, 0.0758, 0.0092, 0.0, 0.0046, 0.0175, 0.0311, 0.12, 0.255]
+# ---------------------------------------------------------------------------------------------
+# Track sources: (name, weight before acceptance, z0 shape, shape parameters in cm). "normal": (mean,
+# sigma); "uniform": (low, high); "exponential": density ~ exp(z / length) on (low, high, length);
+# "tail": an edge at a with an exponential tail of length b towards +z (a shower behind an object).
+# Source 0 (collisions) is charge-symmetric and stiff; all others are beam background: soft and mostly
+# positive (particles lost from the positron ring), which makes the charge asymmetry of alpha. The
+# weights are tuned to the real reco z histogram (10 cm bins and the finer bins near the IP).
+Z_SOURCES: tuple[tuple[str, float, str, tuple[float, ...]], ...] = (
+    ('collisions', 0.4223, 'normal', (0.04, 0.1)),
+    ('object at -7.5 cm', 0.0678, 'normal', (-7.5, 1.2)),
+    ('Touschek spread', 0.0948, 'normal', (0.0, 13.0)),
+    ('beam-gas', 0.0795, 'exponential', (-100.0, 100.0, 100.0)),
+    ('LER upstream losses', 0.0906, 'uniform', (0.0, 50.0)),
+    ('object at 25 cm', 0.0482, 'normal', (25.0, 3.0)),
+    ('object at 50 cm', 0.1968, 'tail', (50.0, 8.0)),
 )
-IP_WEIGHT = 0.415
-IP_SIGMA = 0.1  # cm, luminous region plus reconstruction
-THETA_EDGES = np.arange(10.0, 171.0, 20.0)
-THETA_WEIGHTS = np.array([0.0956, 0.1734, 0.117, 0.125, 0.2083, 0.204, 0.0768, 0.0])
+# Direction: a track that the trigger sees crosses the chamber and leaves it through the outer wall; its
+# z there (at R_EXIT, the CDC's outer radius) is drawn piecewise uniformly over EXIT_EDGES with
+# EXIT_WEIGHTS (collisions) or EXIT_WEIGHTS_BKG (background), and cot(theta) = (z_exit - z0) / R_EXIT.
+# Background from large z0 thus flies backwards, and z at a radius r depends on z0 by (1 - r / R_EXIT):
+# this is why the stereo relIDs' slopes against z fall from SL1 to SL7. Both weight sets are fitted to
+# the real theta histogram and the four stereo slopes at once (smooth, by least squares).
+R_EXIT = 111.0
+EXIT_EDGES = np.arange(-100.0, 181.0, 20.0)
+EXIT_WEIGHTS = np.array(
+    [0.0000, 0.0989, 0.1772, 0.1515, 0.1106, 0.0527, 0.0232,
+     0.0268, 0.0387, 0.0625, 0.0761, 0.0527, 0.0415, 0.0876]
+)
+EXIT_WEIGHTS_BKG = np.array(
+    [0.0082, 0.0253, 0.0616, 0.0966, 0.1393, 0.1639, 0.1506,
+     0.1185, 0.0818, 0.0558, 0.0383, 0.0216, 0.0156, 0.0229]
+)
+# Momentum and charge. Collisions: 1/pt uniform in [1/PT_MAX, 1/PT_MIN_COLLISION] (GeV^-1), charge +-1
+# with equal probability. Background: 1/pt normal (BKG_INV_PT, BKG_INV_PT_SIGMA), folded into the 2D
+# finder's range, positive with probability BKG_POSITIVE; its d0 (cm, distance of closest approach to
+# the beam line, where the 2D finder assumes tracks come from) is normal (0, BKG_D0). Fitted to the real
+# alpha statistics (positive fraction 70% of non-zero values on every layer, mean and width).
+B_FIELD = 1.5  # T
+PT_MIN, PT_MAX = 0.3, 20.0  # the 2D finder's curvature range
+PT_MIN_COLLISION = 0.45
+BKG_INV_PT, BKG_INV_PT_SIGMA = 2.0, 0.75
+BKG_POSITIVE = 0.87
+BKG_D0 = 0.3
+
+# The 2D track (one per hardware track): azimuth error SIGMA_PHI0 (rad), relative curvature error
+# CURVATURE_RESOLUTION; its azimuth error at radius r is dphi0 + r dkappa / 2 + d0 / r, the same for all
+# superlayers of a row. A fraction ZERO_CURVATURE of 2D tracks carries curvature 0 (alpha = 0 on every
+# layer while relID and driftT exist, as in 0.7% of the real rows).
+SIGMA_PHI0 = 0.002
+CURVATURE_RESOLUTION = 0.03
+ZERO_CURVATURE = 0.0066
+ALPHA_SCALE = 0.482  # alpha = ALPHA_SCALE * asin(r kappa / 2), signed by charge
+
+# Hits, in wire units. hit = p - stereo shift + noise, p the track's true crossing; W = round(hit) the
+# priority wire; rel = W - c, c the 2D track's crossing estimate; relID = RELID_GAIN (rel - RELID_CENTRE)
+# clipped to [-1, 1]. noise is N(0, HIT_SIGMA); a stereo segment's priority hit is a wrong one (a
+# neighbouring cell's, or a background hit) with probability WRONG_HIT (U, V superlayers), off by
+# N(0, WRONG_HIT_SIGMA) wires more. WRONG_HIT is set by the real stereo relIDs' correlation with z (and
+# the real rows' per-layer residuals, docs/toy_mc.md). RELID_GAIN and RELID_CENTRE are the hardware's
+# per-superlayer scaling (its relevant wire range); they are set to the real relIDs' mean and width.
+HIT_SIGMA = np.array([0.1, 0.3, 0.1, 0.3, 0.1, 0.3, 0.1, 0.3, 0.1])
+WRONG_HIT = (0.5, 0.2)
+WRONG_HIT_SIGMA = 1.5
+RELID_GAIN = np.array([0.6222, 0.2738, 0.5685, 0.2654, 0.5791, 0.1201, 0.5262, 0.121, 0.2796])
+RELID_CENTRE = np.array([-0.09555, -0.7193, -0.08413, 1.206, -0.04352, -1.172, -0.438, 1.992, -0.3893])
+
+# Drift time, per layer type (SL0 with its small cells, axial, stereo). A present segment has a drift time
+# unless its priority wire has no hit (DRIFT_MISSING, per layer: the hit inefficiency). With probability
+# LATE the priority hit is a late (background or cross-talk) hit: |driftT| = 1 (saturated). Otherwise
+# |driftT| = T_MAX (2 |x|)^XT_POWER + N(0, DRIFT_SIGMA), x the hit's signed distance from the wire in wire
+# pitches (|x| <= 0.5). The sign is the left/right side of the hit, wrong with probability DRIFT_FLIP; the
+# left/right table cannot resolve AMBIGUOUS of the in-time and LATE_AMBIGUOUS of the late hits and
+# reports them as left (negative). The type parameters are fitted to the real non-zero driftT mean,
+# width, positive fraction and 5%/95% quantiles of the layers of that type.
+DRIFT_MISSING = np.array([0.390, 0.292, 0.440, 0.310, 0.388, 0.253, 0.372, 0.254, 0.410])
+T_MAX = np.array([0.265, 0.378, 0.639])
+XT_POWER = np.array([1.500, 1.487, 1.112])
+DRIFT_SIGMA = np.array([0.231, 0.203, 0.037])
+LATE = np.array([0.099, 0.125, 0.176])
+LATE_AMBIGUOUS = np.array([0.422, 0.273, 0.137])
+AMBIGUOUS = np.array([0.389, 0.172, 0.079])
+DRIFT_FLIP = 0.03
+
+# Segment finder inefficiency per superlayer, on top of the chamber acceptance: set to the real zero
+# fractions of each superlayer's inputs (for the stereo ones these are the expert shares).
+INEFFICIENCY = np.array([0.2251, 0.0839, 0.0715, 0.1607, 0.0816, 0.0546, 0.1266, 0.1120, 0.2512])
+MIN_AXIAL = 3  # the 2D finder needs this many axial segments
 RECO_SIGMA = (0.05, 0.1)  # offline reconstruction error of z (cm) and theta (deg)
 
 # Event structure: distinct reco tracks per event (1..6, before dropped rows), hardware tracks (rows)
-# per reco track: geometric(DUPLICATE_P) >= 1, at most MAX_COPIES.
-RECO_PER_EVENT = np.array([0.5684, 0.3581, 0.0279, 0.023, 0.0044, 0.0183])
+# per reco track: geometric(DUPLICATE_P) >= 1, at most MAX_COPIES. A duplicate has its own 2D track with
+# probability REDRAW_2D (else the first copy's) and re-draws the segment of a superlayer with probability
+# REDRAW. nTracks = rows + Poisson(UNMATCHED_MEAN) unmatched hardware tracks, tuned to the real mean per
+# row (5.9; the mean per event is lower, as events with many rows weigh more per row).
+RECO_PER_EVENT = np.array([0.6586, 0.2825, 0.0279, 0.0184, 0.0078, 0.0048])
 DUPLICATE_P = 0.43
 MAX_COPIES = 8
-REDRAW = 0.35  # a duplicate re-draws the segment of a superlayer with this probability
-UNMATCHED_MEAN = 2.7  # hardware tracks per event not matched to a reco track (not written)
+REDRAW = 0.35
+REDRAW_2D = 0.5
+UNMATCHED_MEAN = 0.784
 MAX_NTRACKS = 20
 MAX_ROWS_PER_EVENT = 15
 EVENTS_PER_RUN = 20000
@@ -91,12 +165,12 @@ CHUNK_EVENTS = 25_000  # events generated per vectorised step (bounds the tempor
 EXPERIMENT = 0  # Belle II convention for Monte Carlo
 
 # The previous network's prediction: biased towards the centre, core + tail resolution per expert,
-# tuned to the real residuals.
-OLD_Z_BIAS = (4.0, 0.8, -0.1)  # old z = a + b z + c z |z| / 100 (cm)
-OLD_Z_SIGMA = np.array([4.3, 9.3, 8.2, 6.6, 17.5])  # core, per expert (cm)
-OLD_Z_TAIL_SIGMA = np.array([23.8, 31.0, 18.6, 35.7, 22.3])  # tail, per expert (cm)
-OLD_Z_TAIL = 0.15  # tail fraction
-OLD_Z_GROWTH = 1.5  # both sigmas grow by (1 + growth |z| / 100): background tracks are measured worse
+# tuned to the real residuals (std and median |residual| per expert and for |z| < 2 cm).
+OLD_Z_BIAS = (2.6, 0.8, -0.1)  # old z = a + b z + c z |z| / 100 (cm)
+OLD_Z_SIGMA = np.array([3.6, 7.8, 7.2, 4.6, 15.9])  # core, per expert (cm)
+OLD_Z_TAIL_SIGMA = np.array([14.2, 18.5, 13.7, 20.2, 23.9])  # tail, per expert (cm)
+OLD_Z_TAIL = 0.4  # tail fraction
+OLD_Z_GROWTH = 2.02  # both sigmas grow by (1 + growth |z| / 100): background tracks are measured worse
 OLD_THETA_SHRINK = 0.8  # old theta - 90 = shrink * (theta - 90)
 OLD_THETA_SIGMA = np.array([8.0, 10.0, 9.0, 10.0, 13.0])  # core, per expert (deg)
 OLD_THETA_TAIL_SIGMA = np.array([24.0, 30.0, 27.0, 30.0, 39.0])  # tail, per expert (deg)
@@ -108,25 +182,6 @@ SPLITS = ("train", "val", "test")
 DEFAULT_FILES = {split: f"data_cache/toy/neuroresults_random{i + 1}.gz" for i, split in enumerate(SPLITS)}
 DEFAULT_TRACKS = {"train": 200_000, "val": 50_000, "test": 50_000}
 DEFAULT_SEED = 0
-
-# Real-data statistics (docs: belle2_neuroresults.md), in the structure summarize() returns.
-REAL_STATS: dict[str, Any] = {
-    "rows": 4998,
-    "expert_share": {0: 0.673, 1: 0.096, 2: 0.039, 3: 0.128, 4: 0.065},
-    "z_edges": Z_EDGES.tolist(),
-    "z_hist": [39, 103, 162, 403, 48, 2227, 25, 94, 171, 620, 1106],
-    "theta_edges": THETA_EDGES.tolist(),
-    "theta_hist": [15, 755, 674, 782, 1332, 1258, 182, 0],
-    "duplicate_fraction": 0.55,
-    "reco_per_event": {1: 1073, 2: 418, 3: 47, 4: 28, 5: 11, 6: 5},
-    "ntracks": {"mean": 5.9, "median": 5.0, "max": 20},
-    "rows_per_event": {"min": 1, "max": 15},
-    "old_z_std": {0: 16.1, 1: 20.7, 2: 17.0, 3: 21.2, 4: 31.0, "ip": 11.2},
-    "old_z_median_abs": {0: 6.6, 1: 9.6, 2: 8.8, 3: 8.0, 4: 17.1, "ip": 5.1},
-    "old_theta_std": "12-20",
-    "alpha_max": {0: 0.07, 8: 0.43},
-    "relid_span": "about [-0.9, 0.9]",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,14 +202,8 @@ def stereo_wire_offset(z: np.ndarray, sl: np.ndarray | int) -> np.ndarray:
 
 
 def relid_scale() -> np.ndarray:
-    """relID per wire of each superlayer; stereo: the chamber's largest offset maps to STEREO_RELID_SPAN."""
-    scale = AXIAL_RELID_SCALE.copy()
-    for sl in STEREO_SL:
-        largest = max(
-            abs(stereo_wire_offset(z_front(RADII[sl]), sl)), abs(stereo_wire_offset(z_back(RADII[sl]), sl))
-        )
-        scale[sl] = STEREO_RELID_SPAN / largest
-    return scale
+    """relID per wire of each superlayer (the hardware's scaling gain)."""
+    return RELID_GAIN.copy()
 
 
 def arc_length(r: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -184,6 +233,56 @@ def _piecewise_uniform(
     return edges[k] + rng.random(n) * (edges[k + 1] - edges[k])
 
 
+def _source_z(rng: np.random.Generator, shape: str, par: tuple[float, ...], n: int) -> np.ndarray:
+    """n values of z0 (cm) from one source's shape (see Z_SOURCES)."""
+    if shape == "normal":
+        return rng.normal(par[0], par[1], n)
+    if shape == "uniform":
+        return rng.uniform(par[0], par[1], n)
+    if shape == "exponential":  # inverse CDF of exp(z / L) on [a, b]
+        a, b, length = par
+        u = rng.random(n)
+        return length * np.log(np.exp(a / length) + u * (np.exp(b / length) - np.exp(a / length)))
+    if shape == "tail":
+        return par[0] + rng.exponential(par[1], n)
+    raise ValueError(f"unknown source shape {shape!r}")
+
+
+def _tracks(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """n reco tracks: source, z0 (cm), cot(theta), charge, curvature (1/cm), d0 (cm)."""
+    weights = np.array([s[1] for s in Z_SOURCES])
+    source = rng.choice(len(Z_SOURCES), size=n, p=weights / weights.sum())
+    z0 = np.empty(n)
+    for k, (_, _, shape, par) in enumerate(Z_SOURCES):
+        sel = source == k
+        z0[sel] = _source_z(rng, shape, par, int(sel.sum()))
+    z0 = np.clip(z0, -99.9, 99.9)
+    collision = source == 0
+    z_exit = np.where(
+        collision,
+        _piecewise_uniform(rng, EXIT_EDGES, EXIT_WEIGHTS, n),
+        _piecewise_uniform(rng, EXIT_EDGES, EXIT_WEIGHTS_BKG, n),
+    )
+    cot = (z_exit - z0) / R_EXIT
+    inv_pt = np.where(
+        collision,
+        rng.uniform(1.0 / PT_MAX, 1.0 / PT_MIN_COLLISION, n),
+        np.abs(rng.normal(BKG_INV_PT, BKG_INV_PT_SIGMA, n)),
+    )
+    inv_pt = np.clip(inv_pt, 1.0 / PT_MAX, 1.0 / PT_MIN)
+    positive = rng.random(n) < np.where(collision, 0.5, BKG_POSITIVE)
+    d0 = np.where(collision, 0.0, rng.normal(0.0, BKG_D0, n))
+    return {
+        "source": source,
+        "z_exit": z_exit,
+        "z0": z0,
+        "cot": cot,
+        "charge": np.where(positive, 1.0, -1.0),
+        "kappa": 0.3 * B_FIELD * inv_pt / 100.0,
+        "d0": d0,
+    }
+
+
 def _chunk(rng: np.random.Generator, n_events: int) -> dict[str, np.ndarray]:
     """Generate the kept rows of n_events events (rows with < 2 missing stereo SL and enough axial)."""
     n_reco = rng.choice(len(RECO_PER_EVENT), size=n_events, p=RECO_PER_EVENT / RECO_PER_EVENT.sum()) + 1
@@ -191,38 +290,34 @@ def _chunk(rng: np.random.Generator, n_events: int) -> dict[str, np.ndarray]:
     n_r = len(reco_event)
 
     # Reco tracks: vertex, direction, curvature.
-    is_ip = rng.random(n_r) < IP_WEIGHT / (IP_WEIGHT + Z_BACKGROUND_WEIGHTS.sum())
-    z0 = np.where(
-        is_ip, rng.normal(0.0, IP_SIGMA, n_r), _piecewise_uniform(rng, Z_EDGES, Z_BACKGROUND_WEIGHTS, n_r)
-    )
-    z0 = np.clip(z0, -99.9, 99.9)
-    theta = _piecewise_uniform(rng, THETA_EDGES, THETA_WEIGHTS, n_r)
-    cot = 1.0 / np.tan(np.radians(theta))
-    inv_pt = rng.uniform(1.0 / PT_MAX, 1.0 / PT_MIN, n_r)
-    charge = np.where(rng.random(n_r) < 0.5, -1.0, 1.0)
-    rho = 100.0 / (0.3 * B_FIELD * inv_pt)  # cm
-    z_at_r = z0[:, None] + arc_length(RADII[None, :], rho[:, None]) * cot[:, None]  # (n_r, 9)
+    trk = _tracks(rng, n_r)
+    z0, cot, charge, kappa = trk["z0"], trk["cot"], trk["charge"], trk["kappa"]
+    theta = 90.0 - np.degrees(np.arctan(cot))
+    z_at_r = z0[:, None] + arc_length(RADII[None, :], 1.0 / kappa[:, None]) * cot[:, None]  # (n_r, 9)
     inside = (z_at_r >= z_back(RADII)) & (z_at_r <= z_front(RADII))
     reco_z = np.clip(z0 + rng.normal(0.0, RECO_SIGMA[0], n_r), -100.0, 100.0)
     reco_theta = np.clip(theta + rng.normal(0.0, RECO_SIGMA[1], n_r), 10.0, 170.0)
-    # The 2D finder's curvature range ends at PT_MIN.
-    kappa_max = 0.3 * B_FIELD / PT_MIN / 100.0
-    kappa_meas = np.minimum((1.0 / rho) * (1.0 + rng.normal(0.0, CURVATURE_RESOLUTION, n_r)), kappa_max)
 
     # Hardware tracks (rows): copies of each reco track. A duplicate re-draws the segment of each
-    # superlayer with probability REDRAW, otherwise it shares the first copy's. seg indexes the
-    # pool of segment realisations that every per-segment random quantity is drawn from.
+    # superlayer with probability REDRAW, otherwise it shares the first copy's; it has its own 2D track
+    # with probability REDRAW_2D. seg indexes the pool of segment realisations that every per-segment
+    # random quantity is drawn from, trk2d the pool of 2D tracks.
     copies = np.minimum(rng.geometric(DUPLICATE_P, n_r), MAX_COPIES)
     reco = np.repeat(np.arange(n_r), copies)
     n = len(reco)
     first = np.repeat(np.cumsum(copies) - copies, copies)
-    redraw = (np.arange(n) != first)[:, None] & (rng.random((n, 9)) < REDRAW)
+    is_copy = np.arange(n) != first
+    redraw = is_copy[:, None] & (rng.random((n, 9)) < REDRAW)
     seg = reco[:, None] * 9 + np.arange(9)
     n_redraw = int(redraw.sum())
     seg[redraw] = n_r * 9 + np.arange(n_redraw)
     pool = n_r * 9 + n_redraw
+    own_2d = is_copy & (rng.random(n) < REDRAW_2D)
+    trk2d = reco.copy()
+    trk2d[own_2d] = n_r + np.arange(int(own_2d.sum()))
+    pool_2d = n_r + int(own_2d.sum())
 
-    present = inside[reco] & (rng.random(pool)[seg] >= INEFFICIENCY)
+    present = inside[reco] & (rng.random(pool, dtype=np.float32)[seg] >= INEFFICIENCY)
     expert = expert_of(present[:, STEREO_SL])
     keep = (expert >= 0) & (present[:, AXIAL_SL].sum(axis=1) >= MIN_AXIAL)
     # At most MAX_ROWS_PER_EVENT kept rows per event (the hardware reports a limited number of tracks).
@@ -230,24 +325,44 @@ def _chunk(rng: np.random.Generator, n_events: int) -> dict[str, np.ndarray]:
     kept_before = np.cumsum(keep) - keep
     event_first = np.searchsorted(row_event, np.arange(n_events))
     keep &= kept_before - kept_before[event_first][row_event] < MAX_ROWS_PER_EVENT
-    reco, seg, present, expert = reco[keep], seg[keep], present[keep], expert[keep]
+    reco, seg, present, expert, trk2d = reco[keep], seg[keep], present[keep], expert[keep], trk2d[keep]
     n = len(reco)
 
-    # Inputs. Offsets in wire units relative to the 2D track; stereo ones grow with z at that radius.
-    sigma = np.where(np.isin(np.arange(9), AXIAL_SL), np.hypot(HIT_SIGMA, AXIAL_SIGMA), HIT_SIGMA)
-    cross = rng.random(pool)[seg]  # the 2D track's crossing, as a fraction of a wire
+    # The 2D track: azimuth error at each radius (rad) from its phi0 and curvature errors and from the
+    # track's d0 (the finder assumes tracks from the beam line); measured curvature for alpha.
+    dphi0 = rng.normal(0.0, SIGMA_PHI0, pool_2d)[trk2d]
+    dkappa = rng.normal(0.0, CURVATURE_RESOLUTION, pool_2d)[trk2d] * kappa[reco]
+    kappa_max = 0.3 * B_FIELD / PT_MIN / 100.0
+    kappa_meas = np.minimum(kappa[reco] + dkappa, kappa_max)
+    kappa_meas *= rng.random(pool_2d)[trk2d] >= ZERO_CURVATURE
+    err = dphi0[:, None] + 0.5 * RADII[None, :] * dkappa[:, None] + trk["d0"][reco][:, None] / RADII[None, :]
+
+    # Hits: wire units relative to the true crossing p (uniform within a wire).
+    cross = rng.random(pool)[seg]
+    wrong = np.zeros(9)
+    wrong[STEREO_SL] = np.where(STEREO_ANGLE[STEREO_SL] > 0, WRONG_HIT[0], WRONG_HIT[1])
+    sigma = np.where(rng.random(pool, dtype=np.float32)[seg] < wrong, np.hypot(HIT_SIGMA, WRONG_HIT_SIGMA), HIT_SIGMA)
     hit = cross + rng.standard_normal(pool)[seg] * sigma
-    hit[:, STEREO_SL] += stereo_wire_offset(z_at_r[reco][:, STEREO_SL], STEREO_SL)
+    hit[:, STEREO_SL] -= stereo_wire_offset(z_at_r[reco][:, STEREO_SL], STEREO_SL)
     wire = np.rint(hit)
+    rel = wire - cross - err / WIRE_DPHI[None, :]
     inputs = np.empty((n, 9, 3))  # SL-major: relID, driftT, alpha; a missing segment is 0 (never -0)
-    # relID is clipped to [-1, 1], the range the hardware scales it to (its window of relevant wires)
-    inputs[:, :, 0] = np.where(present, np.clip((wire - cross) * relid_scale(), -1.0, 1.0), 0.0)
-    drift = 2.0 * (hit - wire) + rng.standard_normal(pool)[seg] * DRIFT_SIGMA
-    drift *= np.where(rng.random(pool)[seg] < DRIFT_FLIP, -1.0, 1.0)
-    drift = np.rint(np.clip(drift, -1.0, 1.0) * 256.0) / 256.0
-    inputs[:, :, 1] = np.where(present & (rng.random(pool)[seg] >= DRIFT_MISSING), drift, 0.0) + 0.0
-    x_alpha = np.minimum(RADII[None, :] * kappa_meas[reco, None] / 2.0, 1.0)
-    inputs[:, :, 2] = np.where(present, ALPHA_SCALE * np.arcsin(x_alpha) * charge[reco, None], 0.0)
+    inputs[:, :, 0] = np.where(present, np.clip((rel - RELID_CENTRE) * RELID_GAIN, -1.0, 1.0), 0.0)
+
+    # Drift time: signed distance from the wire, late hits, left/right ambiguity.
+    ltype = LAYER_TYPE[None, :]
+    x = hit - wire
+    u = rng.random((4, pool), dtype=np.float32)[:, seg]  # late, ambiguous, flip, missing (float32: comparisons only)
+    late = u[0] < LATE[ltype]
+    t = T_MAX[ltype] * np.abs(2.0 * x) ** XT_POWER[ltype] + rng.standard_normal(pool)[seg] * DRIFT_SIGMA[ltype]
+    t = np.where(late, 1.0, np.clip(np.abs(t), 0.0, 1.0))
+    side = np.where(x >= 0, 1.0, -1.0) * np.where(u[2] < DRIFT_FLIP, -1.0, 1.0)
+    ambiguous = u[1] < np.where(late, LATE_AMBIGUOUS[ltype], AMBIGUOUS[ltype])
+    side = np.where(ambiguous, -1.0, side)
+    drift = np.rint(side * t * 256.0) / 256.0
+    inputs[:, :, 1] = np.where(present & (u[3] >= DRIFT_MISSING), drift, 0.0) + 0.0
+    x_alpha = np.minimum(RADII[None, :] * kappa_meas[:, None] / 2.0, 1.0)
+    inputs[:, :, 2] = np.where(present, ALPHA_SCALE * np.arcsin(x_alpha) * charge[reco, None], 0.0) + 0.0
 
     # The previous network's prediction, per row.
     ztrue, ttrue = reco_z[reco], reco_theta[reco]
@@ -260,6 +375,8 @@ def _chunk(rng: np.random.Generator, n_events: int) -> dict[str, np.ndarray]:
 
     return {
         "event": reco_event[reco],
+        "source": trk["source"][reco],  # for calibration and tests; not written
+        "z_exit": trk["z_exit"][reco],
         "expert": expert,
         "inputs": inputs.reshape(n, 27),
         "reco_z": ztrue,
@@ -355,227 +472,55 @@ def generate(n_tracks: int, seed: int = 0) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # Reference fit
-def reference_fit(table: Mapping[str, Any]) -> np.ndarray:
-    """Scaled (z0, theta) per row from a weighted least-squares straight-line fit z(s) = z0 + s cot(theta).
+def reference_fit(table: Mapping[str, Any], iterations: int = 4) -> np.ndarray:
+    """Scaled (z0, theta) per row from a robust straight-line fit z(s) = z0 + s cot(theta).
 
-    Each present stereo superlayer gives z at its radius: relID (plus the drift distance where a
-    drift time exists) is inverted through the stereo geometry; the arc length s comes from alpha.
-    Weights follow the generator's resolution model. This is the physics ceiling of the toy data.
-    Rows with fewer than two stereo segments give NaN. Outputs are clipped to [-1, 1].
+    Each present stereo superlayer gives z at its radius: relID is unscaled to the hit's wire offset from
+    the 2D track (plus the drift distance where an in-time drift time exists) and inverted through the
+    stereo geometry; the arc length s comes from alpha. The fit is weighted least squares with the
+    generator's core resolution, iterated with Cauchy weights so that wrong hits (the resolution's tails)
+    count less. It knows the toy's geometry and scaling, not its sources or the z and theta
+    distributions: an estimate of what the stereo inputs carry, not a trained network. Rows with fewer
+    than two stereo segments give NaN. Outputs are clipped to [-1, 1].
     """
-    scale = relid_scale()
     n = len(np.asarray(table["RecoZ"]))
-    s1 = np.zeros(n)
-    ss = np.zeros(n)
-    sz = np.zeros(n)
-    sss = np.zeros(n)
-    ssz = np.zeros(n)
-    count = np.zeros(n, dtype=np.int64)
-    for sl in STEREO_SL:
+    z = np.zeros((n, 4))
+    s = np.ones((n, 4))
+    w0 = np.zeros((n, 4))
+    sigma = np.ones((n, 4))
+    t_max = T_MAX[2]
+    for k, sl in enumerate(STEREO_SL):
         relid = np.asarray(table[f"SL{sl}-relID"], dtype=np.float64)
         drift = np.asarray(table[f"SL{sl}-driftT"], dtype=np.float64)
         alpha = np.asarray(table[f"SL{sl}-alpha"], dtype=np.float64)
         present = (relid != 0) | (drift != 0) | (alpha != 0)
-        has_drift = drift != 0
-        u = relid / scale[sl] + np.where(has_drift, drift / 2.0, 0.0)
+        in_time = (drift != 0) & (np.abs(drift) < 0.99)
+        x = np.sign(drift) * (np.minimum(np.abs(drift), t_max) / t_max) ** (1.0 / XT_POWER[2]) / 2.0
+        u = relid / RELID_GAIN[sl] + RELID_CENTRE[sl] + np.where(in_time, x, 0.0)
         cm_per_wire = RADII[sl] * WIRE_DPHI[sl] / np.tan(STEREO_ANGLE[sl])
-        z = u * cm_per_wire
+        z[:, k] = -u * cm_per_wire
         a = np.minimum(np.abs(alpha) / ALPHA_SCALE, np.pi / 2)
-        s = RADII[sl] * np.where(a > 1e-9, a / np.sin(np.maximum(a, 1e-9)), 1.0)
-        var_wire = HIT_SIGMA**2 + np.where(has_drift, DRIFT_SIGMA**2 / 4 + DRIFT_FLIP / 3, 1.0 / 12.0)
-        w = present / (var_wire * cm_per_wire**2)
-        s1 += w
-        ss += w * s
-        sz += w * z
-        sss += w * s * s
-        ssz += w * s * z
-        count += present
-    det = s1 * sss - ss * ss
-    ok = (count >= 2) & (det > 0)
-    det = np.where(ok, det, 1.0)
-    cot = (s1 * ssz - ss * sz) / det
-    z0 = (sss * sz - ss * ssz) / det
+        s[:, k] = RADII[sl] * np.where(a > 1e-9, a / np.sin(np.maximum(a, 1e-9)), 1.0)
+        var_wire = HIT_SIGMA[sl] ** 2 + np.where(in_time, (DRIFT_SIGMA[2] / t_max) ** 2 / 4 + 0.02, 1.0 / 12.0)
+        sigma[:, k] = np.sqrt(var_wire) * abs(cm_per_wire)
+        w0[:, k] = present / sigma[:, k] ** 2
+    ok = (w0 > 0).sum(axis=1) >= 2
+    w = w0
+    for _ in range(iterations + 1):
+        s1, ss, sz = w.sum(1), (w * s).sum(1), (w * z).sum(1)
+        sss, ssz = (w * s * s).sum(1), (w * s * z).sum(1)
+        det = s1 * sss - ss * ss
+        good = ok & (det > 1e-12 * np.maximum(s1 * sss, 1e-300))
+        det = np.where(good, det, 1.0)
+        cot = (s1 * ssz - ss * sz) / det
+        z0 = (sss * sz - ss * ssz) / det
+        pull = (z - z0[:, None] - s * cot[:, None]) / (2.0 * sigma)
+        w = w0 / (1.0 + pull**2)
     theta = 90.0 - np.degrees(np.arctan(cot))
     out = np.stack([z0 / 100.0, (theta - 90.0) / 80.0], axis=1)
     out = np.clip(out, -1.0, 1.0)
     out[~ok] = np.nan
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-def _dense_key(*columns: np.ndarray) -> np.ndarray:
-    """Dense int64 id per row of the combination of the given columns (equal rows, equal id)."""
-    key = np.zeros(len(columns[0]), dtype=np.int64)
-    for col in columns:
-        _, inv = np.unique(np.asarray(col), return_inverse=True)
-        _, key = np.unique(key * (int(inv.max(initial=0)) + 1) + inv.ravel(), return_inverse=True)
-        key = key.ravel()
-    return key
-
-
-def summarize(table: Mapping[str, Any], reference: bool = False) -> dict[str, Any]:
-    """Statistics of a table in the structure of REAL_STATS (plus a few toy-only entries).
-
-    reference=True adds the reference fit's z residual std per expert (cm).
-    """
-    expert = np.asarray(table["Expert"], dtype=np.int64)
-    n = len(expert)
-    if n == 0:
-        raise ValueError("summarize: the table has no rows")
-    z = np.asarray(table["RecoZ"], dtype=np.float64) * 100.0
-    theta = np.asarray(table["RecoTheta"], dtype=np.float64) * 80.0 + 90.0
-    old_z = np.asarray(table["ScaleZ"], dtype=np.float64) * 100.0
-    old_theta = np.asarray(table["ScaleTheta"], dtype=np.float64) * 80.0 + 90.0
-    event = _dense_key(
-        *(np.asarray(table[c], dtype=np.int64) for c in ("Experiment", "Run", "Subrun", "Event"))
-    )
-    reco = _dense_key(event, z, theta)
-    n_reco = int(reco.max()) + 1
-    reco_event = np.zeros(n_reco, dtype=np.int64)
-    reco_event[reco] = event
-    reco_per_event = np.bincount(np.bincount(reco_event))
-    rows_per_event = np.bincount(event)
-    ev_first = np.unique(event, return_index=True)[1]
-    ntracks = np.asarray(table["nTracks"], dtype=np.int64)[ev_first]
-
-    def res_stats(res: np.ndarray) -> tuple[float, float]:
-        return (float(np.std(res)), float(np.median(np.abs(res)))) if len(res) else (float("nan"),) * 2
-
-    old_z_std, old_z_med, old_t_std = {}, {}, {}
-    for e in range(5):
-        sel = expert == e
-        old_z_std[e], old_z_med[e] = res_stats(z[sel] - old_z[sel])
-        old_t_std[e] = float(np.std(theta[sel] - old_theta[sel])) if sel.any() else float("nan")
-    ip = np.abs(z) < 2.0
-    old_z_std["ip"], old_z_med["ip"] = res_stats(z[ip] - old_z[ip])
-
-    alpha_max, relid_q = {}, {}
-    present_frac = {}
-    for sl in range(9):
-        r = np.asarray(table[f"SL{sl}-relID"], dtype=np.float64)
-        d = np.asarray(table[f"SL{sl}-driftT"], dtype=np.float64)
-        a = np.asarray(table[f"SL{sl}-alpha"], dtype=np.float64)
-        pres = (r != 0) | (d != 0) | (a != 0)
-        present_frac[sl] = float(pres.mean())
-        alpha_max[sl] = float(np.abs(a).max())
-        relid_q[sl] = (
-            (float(np.quantile(r[pres], 0.001)), float(np.quantile(r[pres], 0.999))) if pres.any() else ()
-        )
-
-    out: dict[str, Any] = {
-        "rows": n,
-        "events": len(rows_per_event),
-        "expert_share": {e: float(np.mean(expert == e)) for e in range(5)},
-        "z_edges": Z_EDGES.tolist(),
-        "z_hist": np.histogram(z, Z_EDGES)[0].tolist(),
-        "theta_edges": THETA_EDGES.tolist(),
-        "theta_hist": np.histogram(theta, THETA_EDGES)[0].tolist(),
-        "duplicate_fraction": 1.0 - n_reco / n,
-        "reco_per_event": {k: int(c) for k, c in enumerate(reco_per_event) if k > 0},
-        "ntracks": {
-            "mean": float(ntracks.mean()),
-            "median": float(np.median(ntracks)),
-            "max": int(ntracks.max()),
-        },
-        "rows_per_event": {"min": int(rows_per_event.min()), "max": int(rows_per_event.max())},
-        "old_z_std": old_z_std,
-        "old_z_median_abs": old_z_med,
-        "old_theta_std": old_t_std,
-        "alpha_max": alpha_max,
-        "relid_span": relid_q,
-        "present_fraction": present_frac,
-    }
-    if reference:
-        fit = reference_fit(table) * np.array([100.0, 80.0])
-        ref_std, ref_med, ref_t = {}, {}, {}
-        for e in range(5):
-            sel = expert == e
-            ref_std[e], ref_med[e] = res_stats(z[sel] - fit[sel, 0])
-            ref_t[e] = float(np.std(theta[sel] - 90.0 - fit[sel, 1])) if sel.any() else float("nan")
-        ref_std["ip"], ref_med["ip"] = res_stats(z[ip] - fit[ip, 0])
-        out["ref_z_std"], out["ref_z_median_abs"], out["ref_theta_std"] = ref_std, ref_med, ref_t
-    return out
-
-
-def _percent(counts: list[int]) -> list[str]:
-    total = max(sum(counts), 1)
-    return [f"{100.0 * c / total:.1f}%" for c in counts]
-
-
-def format_comparison(toy: dict[str, Any], real: dict[str, Any] = REAL_STATS) -> str:
-    """A markdown table comparing toy statistics (from summarize) with the real sample's."""
-    rows: list[tuple[str, str, str]] = []
-    for e in range(5):
-        rows.append(
-            (
-                f"expert {e} share",
-                f"{100 * real['expert_share'][e]:.1f}%",
-                f"{100 * toy['expert_share'][e]:.1f}%",
-            )
-        )
-    for name, unit in (("z", "cm"), ("theta", "deg")):
-        edges = real[f"{name}_edges"]
-        pairs = zip(_percent(real[f"{name}_hist"]), _percent(toy[f"{name}_hist"]), strict=True)
-        for i, (r, t) in enumerate(pairs):
-            rows.append((f"reco {name} in [{edges[i]:g}, {edges[i + 1]:g}) {unit}", r, t))
-    rows.append(
-        (
-            "duplicate rows",
-            f"{100 * real['duplicate_fraction']:.0f}%",
-            f"{100 * toy['duplicate_fraction']:.1f}%",
-        )
-    )
-    toy_counts = [toy["reco_per_event"].get(k, 0) for k in range(1, 7)]
-    toy_counts[-1] += sum(c for k, c in toy["reco_per_event"].items() if k > 6)
-    pairs = zip(_percent(list(real["reco_per_event"].values())), _percent(toy_counts), strict=True)
-    for k, (r, t) in enumerate(pairs, start=1):
-        rows.append((f"events with {k if k < 6 else '6+'} distinct reco tracks", r, t))
-    rn, tn = real["ntracks"], toy["ntracks"]
-    rows.append(
-        (
-            "nTracks mean / median / max",
-            f"{rn['mean']:g} / {rn['median']:g} / {rn['max']}",
-            f"{tn['mean']:.1f} / {tn['median']:g} / {tn['max']}",
-        )
-    )
-    rr, tr = real["rows_per_event"], toy["rows_per_event"]
-    rows.append(("rows per event", f"{rr['min']} to {rr['max']}", f"{tr['min']} to {tr['max']}"))
-    for key in [0, 1, 2, 3, 4, "ip"]:
-        label = f"expert {key}" if key != "ip" else "\\|z\\| < 2 cm"
-        rows.append(
-            (
-                f"old net z residual std / median\\|res\\|, {label} (cm)",
-                f"{real['old_z_std'][key]:.1f} / {real['old_z_median_abs'][key]:.1f}",
-                f"{toy['old_z_std'][key]:.1f} / {toy['old_z_median_abs'][key]:.1f}",
-            )
-        )
-    t_std = ", ".join(f"{toy['old_theta_std'][e]:.1f}" for e in range(5))
-    rows.append(("old net theta residual std, experts 0-4 (deg)", real["old_theta_std"], t_std))
-    for sl in (0, 8):
-        rows.append((f"max \\|alpha\\| SL{sl}", f"{real['alpha_max'][sl]}", f"{toy['alpha_max'][sl]:.3f}"))
-    spans = ", ".join(f"SL{sl} [{lo:.2f}, {hi:.2f}]" for sl, (lo, hi) in toy["relid_span"].items())
-    rows.append(("relID 0.1%-99.9% range", real["relid_span"], spans))
-    head = [f"| quantity | real ({real['rows']} rows) | toy ({toy['rows']} rows) |", "|---|---|---|"]
-    return "\n".join(head + [f"| {q} | {r} | {t} |" for q, r, t in rows])
-
-
-def format_resolution(toy: dict[str, Any]) -> str:
-    """A markdown table: old network vs reference fit residuals (from summarize(..., reference=True))."""
-    lines = [
-        "| rows | old net z std / median\\|res\\| (cm) | reference fit z std / median\\|res\\| (cm) "
-        "| old net theta std (deg) | reference fit theta std (deg) |",
-        "|---|---|---|---|---|",
-    ]
-    for key in [0, 1, 2, 3, 4, "ip"]:
-        label = f"expert {key}" if key != "ip" else "\\|z\\| < 2 cm"
-        old_t = f"{toy['old_theta_std'][key]:.1f}" if key != "ip" else "-"
-        ref_t = f"{toy['ref_theta_std'][key]:.1f}" if key != "ip" else "-"
-        lines.append(
-            f"| {label} | {toy['old_z_std'][key]:.1f} / {toy['old_z_median_abs'][key]:.1f} "
-            f"| {toy['ref_z_std'][key]:.1f} / {toy['ref_z_median_abs'][key]:.1f} | {old_t} | {ref_t} |"
-        )
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
