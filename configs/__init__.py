@@ -36,6 +36,7 @@ configs = {
         "dist": None,
         "seed": 42,
         "early_stopping_patience": 30,
+        "monitor": "auto",
         "gradient_clip_val": None,
         "plot_every": 10,
         "adaptive_threads": False,

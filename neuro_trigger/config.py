@@ -139,6 +139,7 @@ def _precision(v: str) -> str | None:
     if v in OLD_PRECISIONS:
         return f"'{v}' is Lightning's old name of '{OLD_PRECISIONS[v]}': write that"
     return f"unknown precision '{clip(v)}'{_suggest(v, PRECISIONS)}"
+MONITORS = ("auto", "val_loss", "val_reweighted_loss")
 NUMBER = (int, float)
 POSITIVE = Bound(0, low_open=True)
 
@@ -228,8 +229,11 @@ SCHEMA: dict[str, Key] = {
     "dist": Key((dict,), "reweighted bucket sampling; None: a shuffled permutation each epoch", nullable=True,
                 children=DIST_KEYS, default=None),
     "seed": Key((int,), "random seed for weights, sampling and shuffling", Bound(0, MAX_SEED), default=42),
-    "early_stopping_patience": Key((int,), "epochs without val_loss improvement before stopping", Bound(1),
-                                   default=30),
+    "early_stopping_patience": Key((int,), "epochs without improvement of the monitored loss before stopping",
+                                   Bound(1), default=30),
+    "monitor": Key((str,), "validation loss that early stopping and the best checkpoint follow: `val_loss`, "
+                   "`val_reweighted_loss` (weighted by `dist`'s z distribution, as training draws batches; needs "
+                   "`dist`), or `auto`: the reweighted one when `dist` is set", choices=MONITORS, default="auto"),
     "gradient_clip_val": Key(NUMBER, "gradient norm clipping; None: no clipping", POSITIVE, nullable=True,
                              default=None),
     "plot_every": Key((int,), "send plots to TensorBoard every N epochs", Bound(1), default=10),
@@ -639,6 +643,9 @@ FLOAT16_EPS_OPTIMIZERS = ("Adam", "AdamW")
 
 def _check_combinations(cfg: Mapping, origins: _Origins, context: str | None = None) -> None:
     """Checks of keys that are each valid alone but not together (one config: global or one expert's)."""
+    if cfg.get("monitor") == "val_reweighted_loss" and not cfg.get("dist"):
+        raise ConfigError(f"{origins.where(('monitor',))}: {context + ': ' if context else ''}key 'monitor': "
+                          "'val_reweighted_loss' needs reweighted sampling: set 'dist' (or monitor 'val_loss')")
     if cfg.get("precision") == "16-true" and cfg.get("optim") in FLOAT16_EPS_OPTIMIZERS:
         # where each was set (an optim left at its default has no place of its own)
         places = [w for w in dict.fromkeys(origins.where((k,)) for k in ("precision", "optim")) if w != "config"]

@@ -54,13 +54,13 @@ def build_model(name: str, in_size: int, out_size: int, act: str) -> nn.Module:
     return getattr(models, name)(in_size, out_size, models.Activation(activation_function(act), act))
 
 
-def build_loss(name: str) -> nn.Module:
-    """The loss module a config names."""
+def build_loss(name: str, reduction: str = "mean") -> nn.Module:
+    """The loss module a config names (`reduction="none"`: one loss per element)."""
     from torch import nn
 
     if name not in LOSSES:
         raise KeyError(name)
-    return getattr(nn, name)()
+    return getattr(nn, name)(reduction=reduction)
 
 
 def build_optimizer(

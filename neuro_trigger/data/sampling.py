@@ -64,6 +64,22 @@ def bucket_probabilities(dist: dict) -> tuple[np.ndarray, np.ndarray]:
     return edges, p
 
 
+def bucket_weights(z: np.ndarray, dist: dict) -> np.ndarray:
+    """A weight per row so that the rows' z, weighted, follow the bucket probabilities of `dist` as the
+    sampler draws them: p(bucket) / rows in the bucket, summing to 1 (buckets without rows dropped and the
+    rest renormalised, as the sampler does). A loss averaged with these weights is the loss the reweighted
+    training aims at."""
+    edges, probabilities = bucket_probabilities(dist)
+    bucket = np.searchsorted(edges[1:-1], np.asarray(z), side="right")
+    counts = np.bincount(bucket, minlength=probabilities.size)
+    used = counts > 0
+    mass = probabilities[used].sum()
+    if mass <= 0:
+        raise ValueError("bucket weights: the distribution gives no probability to the buckets that have rows")
+    per_row = np.where(used, probabilities / np.maximum(counts, 1), 0.0) / mass
+    return per_row[bucket]
+
+
 class BucketSampler:
     """Draws row positions into `z` so that the sampled z follow the bucket probabilities.
 

@@ -102,6 +102,7 @@ def train(
                      list(resolved["experts"]))
             for split, store in stores.items():
                 log.info("%s: %d rows from %s", split, len(store), ", ".join(s["path"] for s in store.sources))
+            warn_few_steps(resolved, counts)  # after every check: a mistake stays the only line on stderr
             resolved["description"] = description
             resolved["mode"] = "production" if production else "debug"
             resolved["runs_root"] = str(runs_root)
@@ -199,6 +200,21 @@ def _report_end(folder: Path, resolved: dict[str, Any], summary: dict[str, Any],
     else:
         log.info("done in %.1f s: %s", time.time() - started, folder)
     return RunResult(folder, summary)
+
+
+MIN_STEPS_PER_EPOCH = 8
+
+
+def warn_few_steps(resolved: dict[str, Any], counts: dict[str, int]) -> None:
+    """One warning per expert whose training rows give fewer than MIN_STEPS_PER_EPOCH optimiser steps per
+    epoch at its batch size (at 2048, a small real sample trains one step per epoch)."""
+    for key, rows in counts.items():
+        batch = resolved["experts"][key]["batch_size"]
+        steps = rows // min(batch, rows)
+        if steps < MIN_STEPS_PER_EPOCH:
+            log.warning("%s: %d training rows at batch_size %d give %d optimiser step(s) per epoch (fewer than "
+                        "%d): the network will hardly train; lower batch_size (e.g. -m %s.batch_size=%d)", key,
+                        rows, batch, steps, MIN_STEPS_PER_EPOCH, key, max(1, rows // (4 * MIN_STEPS_PER_EPOCH)))
 
 
 def _megabytes(n_bytes: int) -> int:

@@ -130,7 +130,8 @@ class HParamsSummary(L.Callback):
     expert, flattened by `flatten_config`) with its final metrics, so that TensorBoard's HParams view compares
     runs across versions and configs.
 
-    The metrics (tags "hparams/..."): best_val_loss, best_epoch and, from the same epoch, val_z_diff_std,
+    The metrics (tags "hparams/..."): best_val_loss (of the monitored loss), best_epoch and, from the same
+    epoch, val_z_diff_std,
     val_z_diff_std_vs_old and val_loss_vs_old_loss, as the best checkpoint (the network the run keeps) scored
     them; and epochs, the number of epochs trained. They are logged as scalars at the last epoch's step, like
     every epoch-level scalar of the run. The callback's record goes into checkpoints, so a resumed training
@@ -139,8 +140,9 @@ class HParamsSummary(L.Callback):
 
     FROM_BEST_EPOCH = ("val_z_diff_std", "val_z_diff_std_vs_old", "val_loss_vs_old_loss")
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, monitor: str = "val_loss") -> None:
         self.config = config  # None: the module's config
+        self.monitor = monitor  # the loss that picks the best epoch, as the best checkpoint is picked
         self.best: dict[str, float] = {}  # best_val_loss, best_epoch and FROM_BEST_EPOCH of that epoch
         self.epochs = 0
 
@@ -154,7 +156,7 @@ class HParamsSummary(L.Callback):
             return
         self.epochs = trainer.current_epoch + 1
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-        loss = metrics.get("val_loss", math.nan)
+        loss = metrics.get(self.monitor, math.nan)
         if math.isfinite(loss) and loss < self.best.get("best_val_loss", math.inf):
             self.best = {"best_val_loss": loss, "best_epoch": trainer.current_epoch,
                          **{k: metrics.get(k, math.nan) for k in self.FROM_BEST_EPOCH}}

@@ -83,6 +83,10 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     val_batches = EvalBatches(*tensors["val"], val_rows, device)
 
     module = ExpertModule(config)
+    if config["dist"]:
+        from neuro_trigger.data.sampling import bucket_weights
+
+        module.set_val_weights(torch.from_numpy(bucket_weights(stores["val"].y[val_rows, 0], config["dist"])))
     if config.get("load_pre_trained_weights"):
         artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
     trainer, checkpoint = build_trainer(config, expert_dir, report, threads)
@@ -112,6 +116,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     module.to("cpu").float()  # predictions and weights.json in float32 whatever the training precision
     artifacts.write_expert_results(expert_dir, module, config, stores, plots=plots)
     status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
+                  monitor=monitored_loss(config),
                   best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
                   else math.nan, ended=now())
     write_status(folder, key, status)
@@ -139,6 +144,14 @@ def _prepend_metrics(expert_dir: Path, earlier) -> None:
     merged.to_csv(expert_dir / "csv" / "metrics.csv", index=False)
 
 
+def monitored_loss(config: dict[str, Any]) -> str:
+    """The validation loss early stopping and the best checkpoint follow (config key `monitor`): by default
+    the reweighted one when batches are drawn reweighted, so that they pick what the reweighting aims at."""
+    if config.get("monitor", "auto") != "auto":
+        return config["monitor"]
+    return "val_reweighted_loss" if config["dist"] else "val_loss"
+
+
 def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None):
     """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots."""
     import lightning as L
@@ -148,7 +161,8 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
 
     from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots, ThreadShare
 
-    checkpoint = ModelCheckpoint(dirpath=expert_dir / "ckpts", filename="best-{epoch}", monitor="val_loss",
+    monitor = monitored_loss(config)
+    checkpoint = ModelCheckpoint(dirpath=expert_dir / "ckpts", filename="best-{epoch}", monitor=monitor,
                                  mode="min", save_top_k=1, save_last=True)
     trainer = L.Trainer(
         max_epochs=config["epochs"],
@@ -159,10 +173,10 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
         logger=[TensorBoardLogger(str(expert_dir), name="tb", version="", default_hp_metric=False),
                 CSVLogger(str(expert_dir), name="csv", version="")],
         callbacks=[checkpoint,
-                   EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
+                   EarlyStopping(monitor=monitor, mode="min", patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
                    TensorBoardPlots(config["plot_every"], config["out_size"]),
-                   HParamsSummary(config)]
+                   HParamsSummary(config, monitor)]
         + ([ThreadShare(threads)] if threads is not None else []),
         enable_progress_bar=False,
         enable_model_summary=False,

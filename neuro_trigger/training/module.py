@@ -19,7 +19,8 @@ class ExpertModule(L.LightningModule):
     A training batch is a chunk of K mini-batches (K x B x in); one optimiser step is taken per
     mini-batch (manual optimisation), so K only changes how often Lightning's loop runs.
     Validation sees the whole validation split and logs, besides val_loss, how it compares
-    with the old network on the same rows.
+    with the old network on the same rows, and with reweighted sampling (`dist`) the validation loss
+    weighted by the same z distribution (val_reweighted_loss).
 
     The loggers get one record per epoch, written at the end of the training epoch (after its
     validation): the training loss and the validation metrics together, with the epoch as the
@@ -39,6 +40,13 @@ class ExpertModule(L.LightningModule):
         self._epoch_loss_sum = torch.zeros(())  # sum of the mini-batch losses of the current epoch
         self._epoch_steps = 0
         self._epoch_val_metrics: dict[str, float] = {}
+        self.val_weights: torch.Tensor | None = None  # per validation row: `set_val_weights`
+
+    def set_val_weights(self, weights: torch.Tensor) -> None:
+        """Weights of the validation rows (in the order validation sees them, summing to 1) for
+        `val_reweighted_loss`: the validation loss under the training sampler's z distribution."""
+        self.val_weights = weights
+        self._row_loss = registry.build_loss(self.config["loss"], reduction="none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -139,6 +147,9 @@ class ExpertModule(L.LightningModule):
             "val_z_diff_std": z_std,
             "val_z_diff_std_vs_old": _z_std(y[both], pred[both]) / _z_std(y[both], y_old[both]),
         }
+        if self.val_weights is not None:
+            per_row = self._row_loss(pred, y).mean(dim=1)
+            metrics["val_reweighted_loss"] = (per_row * self.val_weights.to(per_row.device, per_row.dtype)).sum()
         self.log_dict(metrics, batch_size=len(y), logger=False)
         if not self.trainer.sanity_checking:
             self._epoch_val_metrics = {name: float(value) for name, value in metrics.items()}
