@@ -168,6 +168,25 @@ def test_sigterm_to_the_attached_command_cancels_the_run(slurm_cluster, data, tm
     assert "--resume" in err
 
 
+def test_every_job_of_a_detached_run_cancelled_leaves_an_honest_summary(slurm_cluster, data, tmp_path):
+    """scancel of all the run's jobs, the assemble job included: nobody is left to assemble the folder, so the
+    stopped expert brings summary.json up to date itself (its status, and the run's)."""
+    proc = start("baseline_v2", "-p", "-d", "scancel all", "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--detach", "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64",
+                 "epochs=1000", "plot_every=1000", "early_stopping_patience=1000")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    folder = Path(out.strip().splitlines()[-1])
+    wait_for_an_epoch(folder, "expert_3")
+    subprocess.run(["scancel", *sorted({j.split("_")[0] for j in all_job_ids(folder)})], check=True)
+    wait_for(lambda: json.loads((folder / "summary.json").read_text())["status"] != "running", "summary.json", 60)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["experts"]["expert_3"]["status"] == "interrupted"
+    assert (folder / "expert_3" / "ckpts" / "last.ckpt").exists()
+    wait_for(lambda: queued_jobs(all_job_ids(folder)) == {}, "the run's jobs to leave the queue", 30)
+
+
 def test_settings_per_expert_and_from_the_command_line():
     """The config's `slurm` block, an expert's own block over it, `--slurm` over both; sbatch options from them."""
     from neuro_trigger.config import resolve_config
