@@ -34,3 +34,15 @@ def status(folder: Path, key: str) -> dict:
         return json.loads((folder / key / "status.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def toy_splits(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
+    """Small toy data files, one per split (`sizes`: tracks per split), as a config's `data` value."""
+    from neuro_trigger.data.neuroresults import write_table
+    from neuro_trigger.data.toy_mc import generate
+
+    paths = {}
+    for i, (split, n) in enumerate(sizes.items()):
+        write_table(generate(n, seed=seed + i), folder / f"{split}.gz")
+        paths[split] = [str(folder / f"{split}.gz")]
+    return paths

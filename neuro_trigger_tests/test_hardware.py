@@ -313,15 +313,9 @@ def test_gpu_is_chosen_and_bf16_mixed_trains_a_step_there():
 # ---------------------------------------------------------------------------------------------- whole runs
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> dict[str, list[str]]:
-    from neuro_trigger.data.neuroresults import write_table
-    from neuro_trigger.data.toy_mc import generate
+    from neuro_trigger_tests.run_helpers import toy_splits
 
-    folder = tmp_path_factory.mktemp("hardware_data")
-    paths = {}
-    for i, (split, n) in enumerate({"train": 3000, "val": 800, "test": 800}.items()):
-        write_table(generate(n, seed=300 + i), folder / f"{split}.gz")
-        paths[split] = [str(folder / f"{split}.gz")]
-    return paths
+    return toy_splits(tmp_path_factory.mktemp("hardware_data"), {"train": 3000, "val": 800, "test": 800}, 300)
 
 
 @pytest.mark.parametrize("precision", ["bf16-true", "64-true"])

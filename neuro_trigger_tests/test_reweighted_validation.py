@@ -11,20 +11,14 @@ import pandas as pd
 import pytest
 
 from neuro_trigger.config import ConfigError, resolve_config
-from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.sampling import BucketSampler, bucket_weights
-from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.runner.api import train
+from neuro_trigger_tests.run_helpers import toy_splits
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, list[str]]:
-    folder = tmp_path_factory.mktemp("reweighted_data")
-    paths = {}
-    for i, (split, n) in enumerate({"train": 4000, "val": 1500, "test": 500}.items()):
-        write_table(generate(n, seed=500 + i), folder / f"{split}.gz")
-        paths[split] = [str(folder / f"{split}.gz")]
-    return paths
+    return toy_splits(tmp_path_factory.mktemp("reweighted_data"), {"train": 4000, "val": 1500, "test": 500}, 500)
 
 
 def test_bucket_weights_give_each_bucket_its_probability():

@@ -16,11 +16,9 @@ import pandas as pd
 import pytest
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.runner.api import resume, train
 from neuro_trigger.runner.slurm import all_job_ids, queued_jobs
-from neuro_trigger_tests.run_helpers import start, status, wait_for
+from neuro_trigger_tests.run_helpers import start, status, toy_splits, wait_for
 
 pytestmark = pytest.mark.slurm
 SLURM = ["cpus_per_expert=1", "mem_gb=1", "time_min=10"]
@@ -28,12 +26,7 @@ SLURM = ["cpus_per_expert=1", "mem_gb=1", "time_min=10"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, list[str]]:
-    folder = tmp_path_factory.mktemp("slurm_data")
-    paths = {}
-    for i, (split, n) in enumerate({"train": 6000, "val": 1500, "test": 1500}.items()):
-        write_table(generate(n, seed=400 + i), folder / f"{split}.gz")
-        paths[split] = [str(folder / f"{split}.gz")]
-    return paths
+    return toy_splits(tmp_path_factory.mktemp("slurm_data"), {"train": 6000, "val": 1500, "test": 1500}, 400)
 
 
 def config(data: dict, **keys) -> dict:
