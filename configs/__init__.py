@@ -146,4 +146,14 @@ configs = {
         "extends": "reweight_normal",
         "description": "Normal reweighting (std 0.4); the VSCode 'Training' default.",
     },
+    "unbiased_v1": {
+        "extends": "baseline_v2",
+        "description": "Least z bias found (issue 12, docs/physics.md): buckets drawn uniformly over z with the "
+        "outermost +z bucket (82-100 cm) given 3.75x weight (uniform to +1.5, inf_bounds), L1 loss, batch 256; "
+        "early stopping on the reweighted val loss. Costs about 2.5x the core resolution of baseline_v2.",
+        "batch_size": 256,
+        "epochs": 400,
+        "loss": "L1Loss",
+        "dist": {"n_buckets": 11, "inf_bounds": True, "uniform": {"lower": -1.0, "upper": 1.5}},
+    },
 }
