@@ -85,7 +85,9 @@ def train(
     ensure_writable(root)
     if production and launcher == "local":
         start_process_server()
-    # every check a user's mistake can fail comes before a run folder is made
+    # every check a user's mistake can fail comes before a run folder is made; the hardware's first, before
+    # the data are read (or the default data set generated: a minute on first use)
+    settings = _check_hardware(resolved, launcher, cli_slurm, root)
     check_data_files(resolved["global"])
     stores = load_data(resolved["global"], runs_root)
     counts = check_rows(stores, resolved)
@@ -93,7 +95,6 @@ def train(
     for key, config_ in resolved["experts"].items():
         if config_.get("load_pre_trained_weights"):
             artifacts.check_weights_file(config_["load_pre_trained_weights"], [key], resolved["experts"])
-    settings = _check_hardware(resolved, launcher, cli_slurm, root)
     folder = create_run_folder(root, resolved["name"])
     handler = setup_logging(folder)
     try:
