@@ -123,7 +123,9 @@ def test_other_data_gets_a_new_folder_each_time_and_the_first_is_untouched(run) 
     table = read_prediction_table(second.folder / "pred_data_other_period.csv")
     assert len(table) == 1500 and list(table.columns[-2:]) == ["NewZ", "NewTheta"]
     own = torch.load(run["folder"] / "prediction_test.pt", weights_only=True).numpy()
-    np.testing.assert_array_equal(table[["NewZ", "NewTheta"]].to_numpy(np.float32)[700:], own)
+    # the same network on the same rows, within float32 rounding: in one table with other rows the matrix
+    # products are blocked differently (observed: 1e-8 apart on a loaded machine)
+    np.testing.assert_allclose(table[["NewZ", "NewTheta"]].to_numpy(np.float32)[700:], own, rtol=1e-5, atol=1e-7)
 
 
 def test_a_folder_with_only_config_and_weights_works(run) -> None:

@@ -29,6 +29,13 @@ def data(tmp_path_factory) -> dict[str, list[str]]:
     return toy_splits(tmp_path_factory.mktemp("slurm_data"), {"train": 6000, "val": 1500, "test": 1500}, 400)
 
 
+@pytest.fixture(scope="module")
+def long_data(tmp_path_factory) -> dict[str, list[str]]:
+    """Enough training rows (about 8k for expert 3) that its training at batch size 8 lasts seconds, not a
+    fraction of one: a stop must find it still training on a fast, quiet machine."""
+    return toy_splits(tmp_path_factory.mktemp("slurm_long_data"), {"train": 60000, "val": 1500, "test": 1500}, 500)
+
+
 def config(data: dict, **keys) -> dict:
     return {"extends": "baseline_v2", "data": data, "experts": [0, 3], "epochs": 3, "batch_size": 256,
             "plot_every": 1000, **keys}
@@ -51,6 +58,7 @@ def wait_for_an_epoch(folder: Path, key: str) -> None:
     def trained() -> bool:
         state = status(folder, key)
         assert state.get("status") != "failed", state
+        assert state.get("status") != "finished", "the expert trained through before the test could stop it"
         return (folder / key / "ckpts" / "last.ckpt").exists() and state.get("status") == "running"
 
     wait_for(trained, f"{key} to train an epoch", 240)
@@ -121,12 +129,12 @@ def test_failed_and_cancelled_experts_then_resume(slurm_cluster, data, tmp_path)
 
 
 @pytest.mark.parametrize("how", ["scontrol requeue", "time limit"])
-def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, data, tmp_path, how):
+def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, long_data, tmp_path, how):
     """scontrol requeue (what a preemption does), or the signal SLURM sends before a time limit (USR2, on which
     submitit requeues the job): the expert's job stops and later runs again; it goes on from its last checkpoint
     and its metrics have every epoch once; the attached command ends 0."""
     proc = start("baseline_v2", "-p", "-d", "requeue test", "--log-root", str(tmp_path), "--launcher", "slurm",
-                 "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64", "epochs=10",
+                 "--slurm", *SLURM, "-m", "data=" + repr(long_data), "experts=[3]", "batch_size=8", "epochs=20",
                  "plot_every=1000", "early_stopping_patience=1000")
     folder = tmp_path / "baseline_v2" / "version_0"
     wait_for_an_epoch(folder, "expert_3")
@@ -137,7 +145,7 @@ def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, data, tmp_
     out, err = proc.communicate(timeout=420)
     assert proc.returncode == 0, err
     assert status(folder, "expert_3")["status"] == "finished"
-    assert epochs_logged(folder, "expert_3") == list(range(10))
+    assert epochs_logged(folder, "expert_3") == list(range(20))
     assert "continues from" in (folder / "expert_3.log").read_text()
 
 
