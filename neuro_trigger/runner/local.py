@@ -80,24 +80,11 @@ def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns, run_p
     config = json.loads((folder / "config.json").read_text())["experts"][key]
     try:
         artifacts.write_expert_plots(folder / key, config, ColumnStore.from_shared(handle), split)
-        _figures_to_tensorboard(folder, key, split, config["out_size"])
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
         log.error("%s: the %s plots failed:\n%s", key, split, traceback.format_exc())
         sys.exit(1)
-
-
-def _figures_to_tensorboard(folder: Path, key: str, split: str, out_size: int) -> None:
-    """The figures just drawn of the best network, into the expert's TensorBoard run too (tags "<split>/<name>",
-    at the best epoch's step): training itself sends only histograms and a few key figures (TensorBoardPlots)."""
-    from neuro_trigger.run.plots import figure_file, figure_names, pngs_to_tensorboard
-
-    best = read_status(folder, key).get("best_checkpoint", "")
-    step = int(best.split("epoch=")[1].split(".")[0]) if "epoch=" in best else 0
-    plots = folder / key / "plots" / split
-    pngs_to_tensorboard({name: plots / figure_file(name) for name in figure_names(out_size)},
-                        folder / key / "tb", f"{split}/", step)
 
 
 def _tables_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int) -> None:
