@@ -54,12 +54,17 @@ class Sizes:
     run_epochs: int = 10
     run_experts: tuple[int, ...] = (0, 1, 2, 3, 4)
     run_repeats: int = 2
+    fixed_cost_epochs: int = 200  # baseline_v2's epochs
+    fixed_cost_repeats: int = 3
+    large_experts: tuple[int, ...] = (0, 1, 2, 3, 4)
+    large_epochs: int = 2
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(tracks=5000, loadtxt_rows=5000, loop_rows=5000, sampler_reference_indices=10_000,
                    sampler_repeats=2, parse_repeats=1, measured_epochs={2048: 1, 128: 1, 16: 1},
-                   run_tracks=3000, run_epochs=1, run_experts=(0,), run_repeats=1)
+                   run_tracks=3000, run_epochs=1, run_experts=(0,), run_repeats=1, fixed_cost_epochs=3,
+                   fixed_cost_repeats=1, large_experts=(0,), large_epochs=1)
 
 
 def log(message: str) -> None:

@@ -1,13 +1,15 @@
 """The benchmark of issue 4: every figure of this project beside a reference measured in the same run.
 
-    python benchmarks/run.py [--tracks N] [--quick] [--with-main] [--json PATH]
+    python benchmarks/run.py [--tracks N] [--quick] [--with-main] [--with-large] [--json PATH]
 
 It generates its data with the toy Monte Carlo into a temporary folder (removed at the end), then
 measures parsing, the parse cache, the filters, the reweighted sampler, training throughput through
-the real Lightning path, experts in parallel, memory, evaluating a run's networks, and (with --with-main) a whole
-`main.py baseline_v2 -p`. It prints a table (figure, reference, ratio, target, met) and writes the
-same as JSON (default benchmarks/results/latest.json). Nothing is asserted: a missed target is a
-row with met = false. `--quick` runs every row on tiny sizes so that the code stays exercised.
+the real Lightning path and the fixed cost of an epoch, experts in parallel, memory, evaluating a run's
+networks, (with --with-main) a whole `main.py baseline_v2 -p` against the floor of its arithmetic, its
+start-up and its tail, and (with --with-large) how parsing, reloading, an epoch and a run's memory grow
+from a fifth of --tracks to all of them. It prints a table (figure, reference, ratio, target, met) and
+writes the same as JSON (default benchmarks/results/latest.json). Nothing is asserted: a missed target
+is a row with met = false. `--quick` runs every row on tiny sizes so that the code stays exercised.
 
 Timings on a busy machine are noisy: where a figure is taken over repeats, it is the best one
 (the least disturbed), and the load average is recorded beside the results.
@@ -35,18 +37,30 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a scri
 from benchmarks.common import REPO_ROOT, CpuShare, Row, Sizes, background_cores, loadavg, log, make_data, table
 from benchmarks.evaluate import bench_evaluate
 from benchmarks.filters import bench_filters
+from benchmarks.large import bench_large, skipped_large
 from benchmarks.main import bench_main, skipped_main
 from benchmarks.parse import bench_cache, bench_parse
 from benchmarks.runs import bench_runs, train_job
 from benchmarks.sampler import bench_sampler
-from benchmarks.training import TRAIN_TARGETS, Trainbench, bench_chunks, bench_per_sample, bench_threads, bench_training
+from benchmarks.training import (
+    TRAIN_TARGETS,
+    Trainbench,
+    bench_chunks,
+    bench_fixed_cost,
+    bench_per_sample,
+    bench_threads,
+    bench_training,
+)
 
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "latest.json"
 ROW_IDS = (  # every row, in the order of the table
     "parse_gz_vs_loadtxt", "parse_gz_vs_decompress", "parse_plain_vs_loadtxt", "cache_reload",
     "filter_duplicate_events", "filter_max2_events", "bucket_sampler",
     "train_bs2048_vs_raw", "train_bs128_vs_raw", "train_bs16_vs_raw", "train_bs2048_vs_per_sample",
+    "per_epoch_fixed_cost",
     "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "evaluate_vs_reload", "main_baseline_v2",
+    "main_vs_floor", "startup_to_first_batch", "tail_after_last_epoch",
+    "large_parse", "large_cache_reload", "large_epoch_expert0", "large_run_memory",
     "info_threads_1_vs_2", "info_chunks_vs_single_batches",
 )
 
@@ -127,6 +141,7 @@ def in_process_rows(data: dict[str, list[str]], tmp: Path, sizes: Sizes, seed: i
         rows += stage(lambda: [bench_per_sample(bench, ours_2048, ours_2048_training, sizes)])
         rows += stage(lambda: [bench_threads(bench, ours_2048, sizes)])
         rows += stage(lambda: [bench_chunks(bench, ours_128, sizes)])
+        rows += stage(lambda: [bench_fixed_cost(bench, sizes)])
     return rows
 
 
@@ -160,7 +175,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             run_data = make_data(tmp / "run_data", sizes.run_tracks, ("train", "val", "test"), args.seed + 1)
             rows += bench_runs(run_data, tmp, sizes)
         if "main" in only:
-            rows.append(bench_main(tmp, args.quick) if args.with_main else skipped_main())
+            rows += stage(lambda: bench_main(tmp, args.quick)) if args.with_main else skipped_main()
+        if "large" in only:
+            rows += stage(lambda: bench_large(tmp, sizes, args.seed)) if args.with_large else skipped_large()
         rows.sort(key=lambda r: ROW_IDS.index(r.id))  # the table's fixed order
     finally:
         if args.keep:
@@ -180,7 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-GROUPS = ("parse", "filters", "sampler", "training", "evaluate", "runs", "main")
+GROUPS = ("parse", "filters", "sampler", "training", "evaluate", "runs", "main", "large")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -188,6 +205,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracks", type=int, default=None, help="tracks per split (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="every row on tiny sizes (for CI)")
     parser.add_argument("--with-main", action="store_true", help="also time main.py baseline_v2 -p (minutes)")
+    parser.add_argument("--with-large", action="store_true",
+                        help="also the large rows: --tracks against a fifth of them (generates 3 splits of each; "
+                        "tens of minutes at 5,000,000)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument("--seed", type=int, default=1, help="toy MC base seed")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")

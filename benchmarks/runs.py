@@ -30,12 +30,14 @@ class JobResult:
     others_cores: float
 
 
-def run_job(config: dict[str, Any], overrides: list[str], tmp: Path, name: str) -> JobResult:
-    """train(config, overrides, production=True) in a fresh child process, its memory sampled from here."""
+def run_job(config: dict[str, Any], overrides: list[str], tmp: Path, name: str,
+            shared_dir: Path | None = None) -> JobResult:
+    """train(config, overrides, production=True) in a fresh child process, its memory sampled from here;
+    `shared_dir`: where the run shares its columns (default the repository's data_cache/columns)."""
     spec = tmp / f"{name}.json"
     result = tmp / f"{name}.result.json"
     spec.write_text(json.dumps({"config": config, "overrides": overrides, "log_root": str(tmp / "runs"),
-                                "result": str(result)}))
+                                "result": str(result), "shared_dir": str(shared_dir) if shared_dir else None}))
     with open(tmp / f"{name}.log", "wb") as out:
         with CpuShare() as cpu:
             proc = subprocess.Popen([sys.executable, str(RUN_PY), "--train-job", str(spec)],
@@ -56,6 +58,10 @@ def train_job(spec_path: Path) -> int:
     from neuro_trigger.training.experts import train
 
     spec = json.loads(spec_path.read_text())
+    if spec.get("shared_dir"):
+        from neuro_trigger.data import dataset
+
+        dataset.SHARED_DIR = Path(spec["shared_dir"])  # read when the columns are shared, not at import
     start = time.perf_counter()
     result = train(spec["config"], spec["overrides"], production=True, log_root=Path(spec["log_root"]),
                    show_progress=False)

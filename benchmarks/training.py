@@ -71,6 +71,7 @@ class Trainbench:
 
         from neuro_trigger.training.experts import expert_rows, threads_per_expert
 
+        self.last_trainer: Any = None
         self.data, self.stores, self.tmp = data, stores, tmp
         self.threads = threads_per_expert(1)  # what a run on this machine gives each expert
         torch.set_num_threads(self.threads)
@@ -92,38 +93,42 @@ class Trainbench:
         return resolved["experts"]["expert_0"]
 
     def lightning(self, batch_size: int, measured: int, per_sample: bool = False,
-                  per_sample_val: bool = False) -> Epochs:
-        """Fit for 1 + `measured` epochs through the real path and time the epochs after the first;
-        `per_sample` feeds training batches, `per_sample_val` validation batches too, through a
-        per-sample Dataset + DataLoader instead."""
+                  per_sample_val: bool = False, rows: tuple[Any, Any] | None = None) -> Epochs:
+        """Fit for 1 + `measured` epochs through the real path (build_trainer's Trainer, fit as run_expert
+        does it: fit_expert) and time the epochs after the first; `per_sample` feeds training batches,
+        `per_sample_val` validation batches too, through a per-sample Dataset + DataLoader instead (validated
+        by Lightning's loop, as a DataLoader-based trainer would); `rows`: (training rows, validation rows)
+        instead of all of expert 0's. The Trainer of the fit stays in `self.last_trainer`."""
         import lightning as L
         import torch
 
         from neuro_trigger.training.batches import EvalBatches, TrainBatches
-        from neuro_trigger.training.experts import build_trainer
+        from neuro_trigger.training.expert import build_trainer, fit_expert
         from neuro_trigger.training.module import ExpertModule
 
+        train_rows, val_rows = rows if rows is not None else (self.train_rows, self.val_rows)
         config = self.config(batch_size, 1 + measured)
         L.seed_everything(config["seed"], workers=True, verbose=False)
         device = torch.device("cpu")
         if per_sample:
             train_batches = self._per_sample_loader(batch_size, config["seed"])
         else:
-            train_batches = TrainBatches(self.x, self.y, self.train_rows, config["batch_size"], config["seed"],
+            train_batches = TrainBatches(self.x, self.y, train_rows, config["batch_size"], config["seed"],
                                          config["dist"], device)
-        if per_sample_val:
-            val_batches = self._per_sample_val_loader(batch_size)
-        else:
-            val_batches = EvalBatches(*self.val, self.val_rows, device)
         module = ExpertModule(config)
         expert_dir = Path(tempfile.mkdtemp(prefix="expert_", dir=self.tmp))
         trainer, _ = build_trainer(config, expert_dir, None)
         timer = _epoch_timer()
         trainer.callbacks.append(timer)
-        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
+        if per_sample_val:
+            trainer.fit(module, train_dataloaders=train_batches,
+                        val_dataloaders=self._per_sample_val_loader(batch_size))
+        else:
+            fit_expert(trainer, module, train_batches, EvalBatches(*self.val, val_rows, device))
         shutil.rmtree(expert_dir, ignore_errors=True)
-        b = min(batch_size, len(self.train_rows))
-        return Epochs(timer.whole()[1:], timer.training()[1:], len(self.train_rows) // b * b)
+        self.last_trainer = trainer
+        b = min(batch_size, len(train_rows))
+        return Epochs(timer.whole()[1:], timer.training()[1:], len(train_rows) // b * b)
 
     def _per_sample_loader(self, batch_size: int, seed: int) -> Any:
         """Reference batch source: a map-style Dataset of single rows, a DataLoader collating batches."""
@@ -165,48 +170,110 @@ class Trainbench:
 
         return DataLoader(Rows(), batch_size=batch_size, shuffle=False)
 
-    def raw(self, batch_size: int, warmup: int, measured: int) -> Epochs:
-        """Plain PyTorch: same network, loss, optimiser, rows and steps; pre-gathered tensors; a no-grad
-        pass over the validation rows per epoch (the same arithmetic as the real run's validation)."""
-        import torch
+    def raw(self, batch_size: int, warmup: int, measured: int, rows: tuple[Any, Any] | None = None) -> Epochs:
+        """The raw loop (`raw_loop`) on expert 0's rows, or on `rows` (training rows, validation rows)."""
+        train_rows, val_rows = rows if rows is not None else (self.train_rows, self.val_rows)
+        return raw_loop(self.config(batch_size, 1), (self.x, self.y), train_rows, self.val[:2], val_rows, warmup,
+                        measured)
 
-        from neuro_trigger import registry
-        from neuro_trigger.training.batches import EVAL_SLICE_ROWS
 
-        c = self.config(batch_size, 1)
-        torch.manual_seed(c["seed"])
-        model = registry.build_model(c["model"], c["in_size"], c["out_size"], c["act"])
-        optimizer = registry.build_optimizer(c["optim"], model.parameters(), c["learning_rate"], c["weight_decay"])
-        loss_fn = registry.build_loss(c["loss"])
-        index = torch.from_numpy(self.train_rows)
-        xe, ye = self.x.index_select(0, index), self.y.index_select(0, index)
-        v_index = torch.from_numpy(self.val_rows)
-        xv, yv = self.val[0].index_select(0, v_index), self.val[1].index_select(0, v_index)
-        generator = torch.Generator().manual_seed(c["seed"])
-        n = len(index)
-        b = min(batch_size, n)
-        usable = n // b * b
-        whole, training = [], []
-        for epoch in range(warmup + measured):
-            start = time.perf_counter()
-            perm = torch.randperm(n, generator=generator)
-            for s in range(0, usable, b):
-                batch = perm[s:s + b]
-                loss = loss_fn(model(xe[batch]), ye[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            trained = time.perf_counter()
-            with torch.no_grad():
-                pred = torch.cat([model(xv[i:i + EVAL_SLICE_ROWS]) for i in range(0, len(xv), EVAL_SLICE_ROWS)])
-                float(loss_fn(pred, yv))
-            if epoch >= warmup:
-                training.append(trained - start)
-                whole.append(time.perf_counter() - start)
-        return Epochs(whole, training, usable)
+def raw_loop(c: dict[str, Any], train: tuple[Any, Any], train_rows: Any, val: tuple[Any, Any], val_rows: Any,
+             warmup: int, measured: int) -> Epochs:
+    """Plain PyTorch: the expert config `c`'s network, loss, optimiser and batch size on the given rows of the
+    (x, y) tensors `train` and `val`, as many steps as the real path; pre-gathered tensors; a no-grad pass over the
+    validation rows per epoch (the same arithmetic as the real run's validation). Times the epochs after `warmup`."""
+    import torch
+
+    from neuro_trigger import registry
+    from neuro_trigger.training.batches import EVAL_SLICE_ROWS
+
+    torch.manual_seed(c["seed"])
+    model = registry.build_model(c["model"], c["in_size"], c["out_size"], c["act"])
+    optimizer = registry.build_optimizer(c["optim"], model.parameters(), c["learning_rate"], c["weight_decay"])
+    loss_fn = registry.build_loss(c["loss"])
+    out = c["out_size"]
+    index = torch.from_numpy(train_rows)
+    xe, ye = train[0].index_select(0, index), train[1][:, :out].index_select(0, index)
+    v_index = torch.from_numpy(val_rows)
+    xv, yv = val[0].index_select(0, v_index), val[1][:, :out].index_select(0, v_index)
+    generator = torch.Generator().manual_seed(c["seed"])
+    n = len(index)
+    b = min(c["batch_size"], n)
+    usable = n // b * b
+    whole, training = [], []
+    for epoch in range(warmup + measured):
+        start = time.perf_counter()
+        perm = torch.randperm(n, generator=generator)
+        for s in range(0, usable, b):
+            batch = perm[s:s + b]
+            loss = loss_fn(model(xe[batch]), ye[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        trained = time.perf_counter()
+        with torch.no_grad():
+            pred = torch.cat([model(xv[i:i + EVAL_SLICE_ROWS]) for i in range(0, len(xv), EVAL_SLICE_ROWS)])
+            float(loss_fn(pred, yv))
+        if epoch >= warmup:
+            training.append(trained - start)
+            whole.append(time.perf_counter() - start)
+    return Epochs(whole, training, usable)
 
 
 TRAIN_TARGETS = {2048: 0.85, 128: 0.75, 16: 0.7}
+FIXED_COST_ROWS = (4 * 2048, 2048)  # a small expert: 4 mini-batches of 2048 per epoch, 2k validation rows
+FIXED_COST_TARGET = 1.3
+
+
+def bench_fixed_cost(bench: Trainbench, sizes: Sizes) -> Row:
+    """Row per_epoch_fixed_cost: what an epoch of a small expert costs beyond its arithmetic. The real path
+    (build_trainer's Trainer as a production run configures it: checkpoints, early stopping, loggers, progress,
+    a plot event every plot_every epochs; fit as run_expert makes it) against the raw loop on the same rows,
+    for as many epochs as baseline_v2 trains (or early stopping lets it): the mean epoch after the first of
+    each, plot events and save points included. Each epoch's time is the least of the interleaved repeats (the
+    same epoch does the same work in every repeat, plot events and save points included), so that a burst of
+    other work on the machine does not decide the row."""
+    from neuro_trigger.training.callbacks import TensorBoardPlots
+
+    n_train, n_val = FIXED_COST_ROWS
+    rows = (bench.train_rows[:n_train], bench.val_rows[:n_val])
+    epochs = sizes.fixed_cost_epochs
+    log(f"per-epoch fixed cost: expert 0's first {len(rows[0]):,} training and {len(rows[1]):,} validation rows, "
+        f"{epochs} epochs, real path and raw loop ({sizes.fixed_cost_repeats} interleaved repeats)")
+    ours_runs: list[list[float]] = []
+    raw_runs: list[list[float]] = []
+    counted = 0
+    info: dict[str, Any] = {}
+    for repeat in range(sizes.fixed_cost_repeats):
+        if repeat % 2:  # the raw loop first every other repeat: a drift of the machine hits both sides alike
+            raw_runs.append(bench.raw(2048, 1, counted, rows=rows).whole)
+        ours_runs.append(bench.lightning(2048, epochs - 1, rows=rows).whole)
+        counted = len(ours_runs[-1])  # early stopping may end it before `epochs`: the same epoch each repeat
+        if not repeat % 2:
+            raw_runs.append(bench.raw(2048, 1, counted, rows=rows).whole)
+        trainer = bench.last_trainer
+        plots = next(c for c in trainer.callbacks if isinstance(c, TensorBoardPlots))
+        info = {"epochs_run": trainer.current_epoch, "plot_every": plots.every, "plot_events": plots.events,
+                "key_figures_drawn": plots.figures, "save_points": trainer.checkpoint_callback.save_points}
+    n = min(len(run) for run in ours_runs + raw_runs)
+    ours_s = statistics.mean(min(run[i] for run in ours_runs) for i in range(n))
+    raw_s = statistics.mean(min(run[i] for run in raw_runs) for i in range(n))
+    ratio = ours_s / raw_s
+    ours_means = [statistics.mean(run[:n]) for run in ours_runs]
+    raw_means = [statistics.mean(run[:n]) for run in raw_runs]
+    return Row(
+        "per_epoch_fixed_cost", f"per-epoch cost of a small expert ({len(rows[0]):,} training rows: "
+        f"{len(rows[0]) // 2048} mini-batches of 2048; {len(rows[1]):,} validation rows), the Trainer as "
+        f"production configures it, {info['epochs_run']} epochs", ours_s * 1e3, "ms per epoch",
+        "raw PyTorch loop, same rows, steps and validation, same process", raw_s * 1e3, ratio, "of the raw loop",
+        f"<= {FIXED_COST_TARGET}x", ratio <= FIXED_COST_TARGET,
+        f"mean of {n} epochs after the first, each the least of {len(ours_runs)} interleaved repeats (the "
+        "repeats' own mean ratios "
+        + ", ".join(f"{o / r:.2f}" for o, r in zip(ours_means, raw_means, strict=True))
+        + f"); {info['plot_events']} plot events (every {info['plot_every']} epochs: residual histograms; "
+        f"{info['key_figures_drawn']} key figures within their 5% time share), {info['save_points']} checkpoint "
+        "save points, all included",
+        extra={"ours_mean_s": ours_means, "raw_mean_s": raw_means, **info})
 
 
 def bench_training(bench: Trainbench, bs: int, sizes: Sizes) -> Row:

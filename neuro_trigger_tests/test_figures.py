@@ -198,7 +198,7 @@ def test_flatten_config() -> None:
 def _events(log_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(log_dir))
+    events = EventAccumulator(str(log_dir), size_guidance={"histograms": 0})  # 0: every one (the default keeps 1)
     events.Reload()
     return events
 
@@ -220,7 +220,7 @@ def _fit(expert_dir: Path, epochs: int, plot_every: int, resume: Path | None = N
     import lightning as L
 
     from neuro_trigger.training.batches import EvalBatches, TrainBatches
-    from neuro_trigger.training.expert import build_trainer
+    from neuro_trigger.training.expert import build_trainer, fit_expert
     from neuro_trigger.training.module import ExpertModule
 
     config = resolve_config({"extends": "baseline_v2"}, [f"epochs={epochs}", "batch_size=64",
@@ -232,9 +232,8 @@ def _fit(expert_dir: Path, epochs: int, plot_every: int, resume: Path | None = N
     trainer, _ = build_trainer(config, expert_dir)
     if not any(isinstance(c, HParamsSummary) for c in trainer.callbacks):  # until build_trainer adds it
         trainer.callbacks.append(HParamsSummary())
-    trainer.fit(ExpertModule(config), train_dataloaders=TrainBatches(x, y, np.arange(500), 64, seed=1),
-                val_dataloaders=EvalBatches(x, y, y.flip(0), np.arange(500, 600)),
-                ckpt_path=str(resume) if resume else None)
+    fit_expert(trainer, ExpertModule(config), TrainBatches(x, y, np.arange(500), 64, seed=1),
+               EvalBatches(x, y, y.flip(0), np.arange(500, 600)), ckpt_path=str(resume) if resume else None)
     return config
 
 
@@ -268,17 +267,29 @@ def test_hparams_with_final_metrics_are_readable_from_tensorboard(fitted) -> Non
         assert [e.step for e in events.Scalars(tag)] == [0, 1, 2], tag
 
 
-def test_tensorboard_plots_are_the_merged_figures(fitted) -> None:
+def test_a_plot_event_sends_residual_histograms_and_no_figure_beyond_its_time_share(fitted) -> None:
+    """The one plot event of a 3-epoch fit (plot_every=3): histograms of the new network's residuals, the old
+    network's once; the key figures cost more than 5% of so short a training, so none is drawn."""
     expert_dir, _ = fitted
-    images = set(_events(expert_dir / "tb").Tags()["images"])
-    assert images == {f"val/{name}" for name in figure_names(2)}  # drawn once, at epoch 3; no "-old" twins
+    tags = _events(expert_dir / "tb").Tags()
+    assert set(tags["histograms"]) == {"val/z_residual_cm", "val/theta_residual_deg", "val/z_residual_cm_old",
+                                       "val/theta_residual_deg_old"}
+    assert tags["images"] == []
 
 
-def test_tensorboard_figures_name_the_expert_and_the_split(tmp_path: Path, monkeypatch) -> None:
+def _plot_event_inputs(tmp_path: Path, epoch: int):
     from types import SimpleNamespace
 
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    target, pred, _, old = _synthetic(300)
+    module = SimpleNamespace(config={"expert": 4}, last_validation=tuple(
+        torch.from_numpy(a.astype(np.float32)) for a in (pred, target, old)))
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    return SimpleNamespace(current_epoch=epoch, loggers=[logger]), module, logger
+
+
+def test_key_figures_are_drawn_within_their_share_of_the_training_time(tmp_path: Path, monkeypatch) -> None:
     from neuro_trigger.training import callbacks
 
     titles: list[str] = []
@@ -288,13 +299,46 @@ def test_tensorboard_figures_name_the_expert_and_the_split(tmp_path: Path, monke
         return np.zeros((4, 4, 3), np.uint8)
 
     monkeypatch.setattr(callbacks, "figure_to_array", record)
-    target, pred, _, old = _synthetic(300)
-    module = SimpleNamespace(config={"expert": 4}, last_validation=tuple(
-        torch.from_numpy(a.astype(np.float32)) for a in (pred, target, old)))
-    trainer = SimpleNamespace(current_epoch=1, loggers=[TensorBoardLogger(str(tmp_path), name="tb", version="")])
-    callbacks.TensorBoardPlots(2, 2).on_train_epoch_end(trainer, module)
-    assert len(titles) == len(figure_names(2))
+    now = [0.0]
+    plots = callbacks.TensorBoardPlots(2, 2, share=0.05, clock=lambda: now[0])
+    trainer, module, logger = _plot_event_inputs(tmp_path, 1)
+    plots.on_train_start(trainer, module)
+    now[0] = 1.0  # 1 s of training: 50 ms for figures, less than the first estimate (2 x 80 ms)
+    plots.on_train_epoch_end(trainer, module)
+    assert titles == []
+    now[0] = 10.0  # 10 s: 500 ms
+    trainer.current_epoch = 3
+    plots.on_train_epoch_end(trainer, module)
+    assert len(titles) == len(callbacks.TensorBoardPlots.KEY_FIGURES)
     assert all("expert 4, val split: " in t for t in titles), titles
+    trainer.current_epoch = 4  # not a plot event (every 2 epochs)
+    plots.on_train_epoch_end(trainer, module)
+    assert len(titles) == len(callbacks.TensorBoardPlots.KEY_FIGURES)
+    logger.experiment.flush()
+    histograms = _events(tmp_path / "tb").Histograms("val/z_residual_cm")
+    assert [h.step for h in histograms] == [1, 3]
+    assert histograms[0].histogram_value.num == 300
+    assert [h.step for h in _events(tmp_path / "tb").Histograms("val/z_residual_cm_old")] == [1]
+
+
+def test_residual_histograms_count_every_row_on_the_figures_ranges() -> None:
+    from neuro_trigger.run.plots import residual_histograms
+
+    target, pred, _, _ = _synthetic(500)
+    pred[0, 0] = 5.0  # far outside the plotted range: counted in the outer bin
+    pred[1, 1] = np.nan  # left out of theta only
+    hists = residual_histograms(target, pred, 2)
+    z, theta = hists["z_residual_cm"], hists["theta_residual_deg"]
+    assert z["num"] == sum(z["bucket_counts"]) == 500 and theta["num"] == sum(theta["bucket_counts"]) == 499
+    assert z["bucket_limits"][-1] == 100.0 and len(z["bucket_limits"]) == 50
+    assert z["bucket_counts"][0] >= 1 and z["min"] < -100
+    assert list(residual_histograms(target, pred, 1)) == ["z_residual_cm"]
+
+
+def test_prediction_figures_can_draw_only_some() -> None:
+    target, pred, _, old = _synthetic(300)
+    figs = prediction_figures(target, pred, old, 2, only=("theta_pred", "z_residual"))
+    assert list(figs) == ["z_residual", "theta_pred"]  # in figure_names' order
 
 
 def test_hparams_of_a_resumed_training_cover_all_its_epochs(tmp_path: Path) -> None:
@@ -320,7 +364,6 @@ def test_hparams_record_is_the_best_epoch_and_survives_a_checkpoint() -> None:
     def validate(callback: HParamsSummary, epoch: int, loss: float, z_std: float) -> None:
         metrics = {"val_loss": torch.tensor(loss), "val_z_diff_std": torch.tensor(z_std), "loss": torch.tensor(9.0)}
         trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch, callback_metrics=metrics)
-        callback.on_validation_end(trainer, None)
         callback.on_train_epoch_end(trainer, None)
 
     first = HParamsSummary()
@@ -369,6 +412,18 @@ def test_every_expert_logs_epochs_as_steps_and_its_hparams(run: Path) -> None:
             assert params["expert"] == config[key]["expert"]
     means = _events(run / "mean_expert")
     assert [e.step for e in means.Scalars("val_loss")] == [0, 1]
+
+
+def test_the_best_networks_figures_reach_tensorboard_from_the_plot_jobs(run: Path) -> None:
+    for key in ("expert_2", "expert_4"):
+        events = _events(run / key / "tb")
+        assert set(events.Tags()["images"]) == {f"{split}/{name}" for split in ("val", "test")
+                                                for name in figure_names(2)}, key
+        best = json.loads((run / key / "status.json").read_text())["best_checkpoint"]
+        image = events.Images("val/z_residual")[0]
+        assert image.step == int(best.split("epoch=")[1].split(".")[0])
+        png = (run / key / "plots" / "val" / figure_file("z_residual")).read_bytes()
+        assert image.encoded_image_string == png and (image.width, image.height) == Image.open(io.BytesIO(png)).size
 
 
 def test_run_pngs_are_the_merged_figures_titled_with_expert_and_split(run: Path, monkeypatch) -> None:

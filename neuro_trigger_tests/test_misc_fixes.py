@@ -140,7 +140,7 @@ def _fit(expert_dir: Path, epochs: int) -> None:
     """A real fit of expert_0 of baseline_v2 on 600 generated rows, through the project's Trainer."""
     import lightning as L
 
-    from neuro_trigger.training.expert import build_trainer
+    from neuro_trigger.training.expert import build_trainer, fit_expert
     from neuro_trigger.training.module import ExpertModule
 
     config = resolve_config({"extends": "baseline_v2"}, [f"epochs={epochs}", "batch_size=64"])["experts"]["expert_0"]
@@ -149,8 +149,8 @@ def _fit(expert_dir: Path, epochs: int) -> None:
     y = torch.tanh(x[:, :2] * 2)
     L.seed_everything(config["seed"], verbose=False)
     trainer, _ = build_trainer(config, expert_dir)
-    trainer.fit(ExpertModule(config), train_dataloaders=TrainBatches(x, y, np.arange(500), 64, seed=1),
-                val_dataloaders=EvalBatches(x, y, y.flip(0), np.arange(500, 600)))
+    fit_expert(trainer, ExpertModule(config), TrainBatches(x, y, np.arange(500), 64, seed=1),
+               EvalBatches(x, y, y.flip(0), np.arange(500, 600)))
 
 
 # ---------------------------------------------------------------------------------------------- quiet Lightning

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
 )
 from neuro_trigger.run.folder import library_versions
 from neuro_trigger.run.metrics import split_metrics
-from neuro_trigger.run.plots import figure_names, prediction_figures, save_figures
+from neuro_trigger.run.plots import figure_file, figure_names, pngs_to_tensorboard, prediction_figures, save_figures
 from neuro_trigger.run.status import summary_status
 from neuro_trigger.run.weights import (  # noqa: F401 - also used as artifacts.*
     MODULE_PREFIX,
@@ -98,7 +99,19 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
     keep = np.isin(rows, expert_rows(store, config)) if _is_filtered(config) else np.ones(len(rows), bool)
     y, y_old = store.y[rows, :out], store.y_old[rows, :out]
     figures = prediction_figures(y[keep], pred[keep], y_old[keep], out, expert=config.get("expert"), split=split)
-    save_figures(figures, expert_dir / "plots" / split)
+    folder = expert_dir / "plots" / split
+    save_figures(figures, folder)
+    # into the expert's TensorBoard run too, at the best epoch's step: training sends only histograms and a few
+    # key figures (TensorBoardPlots)
+    pngs_to_tensorboard({name: folder / figure_file(name) for name in figures}, expert_dir / "tb", f"{split}/",
+                        _best_epoch(expert_dir))
+
+
+def _best_epoch(expert_dir: Path) -> int:
+    """The epoch of the expert's best checkpoint (best-epoch=N.ckpt; the latest if several), 0 without one."""
+    epochs = [int(m.group(1)) for path in (expert_dir / "ckpts").glob("best-epoch=*.ckpt")
+              if (m := re.fullmatch(r"best-epoch=(\d+)\.ckpt", path.name))]
+    return max(epochs, default=0)
 
 
 def is_identity_filter(f: Filter) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,21 +259,28 @@ def _as_2d(a: np.ndarray) -> np.ndarray:
 
 
 def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, out_size: int,
-                       expert: int | None = None, split: str = "") -> dict[str, Figure]:
+                       expert: int | None = None, split: str = "",
+                       only: Collection[str] | None = None) -> dict[str, Figure]:
     """All figures of one expert on one split, by name (scaled (N, k) inputs, k >= out_size).
 
     Per quantity (z; theta too when out_size is 2): "<q>_vs_reco" (new and old network in two panels),
     "<q>_pred", "<q>_residual", "<q>_residual_std_vs_<q>" (plus "z_residual_ip" for |reco z| < 1 cm), each
     with the new and the old network in the same figure, and "<q>-gt" (the reco distribution); the same
     names, in the same order, as `figure_names`. Every title starts with the expert and the split
-    (`describe`). Rows with a NaN in the values a figure compares are skipped.
+    (`describe`). Rows with a NaN in the values a figure compares are skipped. `only`: just the figures of
+    these names, in the same order.
     """
     if out_size not in (1, 2):
         raise ValueError(f"out_size must be 1 or 2, got {out_size}")
     t, p, o = _as_2d(target), _as_2d(pred), _as_2d(old)
     what = describe(expert, split)
+    wanted = set(figure_names(out_size) if only is None else only)
     figs: dict[str, Figure] = {}
     for q in (_Z, _THETA)[:out_size]:
+        names = [n for n in figure_names(out_size) if n in wanted and (n.startswith(f"{q.name}_")
+                                                                        or n == f"{q.name}-gt")]
+        if not names:
+            continue
         c = q.column
         reco_all = q.to_physical(t[:, c])
         nets: dict[str, _Net] = {}
@@ -281,17 +288,48 @@ def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, ou
             est_all = q.to_physical(est_scaled)
             ok = np.isfinite(reco_all) & np.isfinite(est_all)
             nets[who] = (reco_all[ok], est_all[ok], reco_all[ok] - est_all[ok])
-        figs[f"{q.name}_vs_reco"] = _fig_vs_reco(q, nets, what)
-        figs[f"{q.name}_pred"] = _fig_pred(q, nets, what)
-        figs[f"{q.name}_residual"] = _fig_residual(q, {who: nets[who][2] for who, _ in _WHO}, q.residual_range,
-                                                   _headed(what, f"{q.name} residual"))
-        figs[f"{q.name}_residual_std_vs_{q.name}"] = _fig_profile(q, nets, what)
-        if q is _Z:
-            ip = {who: nets[who][2][np.abs(nets[who][0]) < IP_CUT_CM] for who, _ in _WHO}
-            figs["z_residual_ip"] = _fig_residual(q, ip, IP_RESIDUAL_RANGE,
-                                                  _headed(what, f"z residual, |reco z| < {IP_CUT_CM:g} cm"))
-        figs[f"{q.name}-gt"] = _fig_gt(q, reco_all[np.isfinite(reco_all)], what)
+        for name in names:
+            figs[name] = _quantity_figure(name, q, nets, reco_all, what)
     return figs
+
+
+def _quantity_figure(name: str, q: _Quantity, nets: dict[str, _Net], reco_all: np.ndarray, what: str) -> Figure:
+    """The figure `name` (one of `figure_names`) of quantity `q`."""
+    if name == f"{q.name}_vs_reco":
+        return _fig_vs_reco(q, nets, what)
+    if name == f"{q.name}_pred":
+        return _fig_pred(q, nets, what)
+    if name == f"{q.name}_residual":
+        return _fig_residual(q, {who: nets[who][2] for who, _ in _WHO}, q.residual_range,
+                             _headed(what, f"{q.name} residual"))
+    if name == f"{q.name}_residual_std_vs_{q.name}":
+        return _fig_profile(q, nets, what)
+    if name == "z_residual_ip":
+        ip = {who: nets[who][2][np.abs(nets[who][0]) < IP_CUT_CM] for who, _ in _WHO}
+        return _fig_residual(q, ip, IP_RESIDUAL_RANGE, _headed(what, f"z residual, |reco z| < {IP_CUT_CM:g} cm"))
+    if name == f"{q.name}-gt":
+        return _fig_gt(q, reco_all[np.isfinite(reco_all)], what)
+    raise ValueError(f"no figure {name!r} of {q.name}")
+
+
+def residual_histograms(target: np.ndarray, pred: np.ndarray, out_size: int) -> dict[str, dict]:
+    """The residual (reco - network) of z in cm (and of theta in degrees when out_size is 2) as histograms on
+    the figures' fixed ranges, as keyword arguments of TensorBoard's ``add_histogram_raw``, by tag
+    ("z_residual_cm", "theta_residual_deg"). Values outside the range count in its outer bins; rows with a NaN
+    are left out. Cheap enough for every plot event."""
+    t, p = _as_2d(target), _as_2d(pred)
+    out: dict[str, dict] = {}
+    for q in (_Z, _THETA)[:out_size]:
+        res = q.to_physical(t[:, q.column]) - q.to_physical(p[:, q.column])
+        res = res[np.isfinite(res)]
+        lo, hi = q.residual_range
+        # a quarter of the figure's bins: TensorBoard shows about 30 of its own, and every bin costs writing
+        counts, edges = np.histogram(np.clip(res, lo, hi), bins=q.n_residual_bins // 4, range=(lo, hi))
+        out[f"{q.name}_residual_{q.unit}"] = {
+            "min": float(res.min()) if res.size else 0.0, "max": float(res.max()) if res.size else 0.0,
+            "num": int(res.size), "sum": float(res.sum()), "sum_squares": float(np.dot(res, res)),
+            "bucket_limits": edges[1:].tolist(), "bucket_counts": counts.tolist()}
+    return out
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
@@ -331,6 +369,28 @@ def save_figures(figs: dict[str, Figure], folder: Path, dpi: int = DPI) -> list[
     return paths
 
 
+def pngs_to_tensorboard(pngs: dict[str, Path], log_dir: Path, prefix: str = "", step: int = 0) -> None:
+    """PNG files (by figure name) as images of a TensorBoard run (tags `prefix` + name), as they are: no
+    decoding, no drawing, no encoding again. Missing files are left out."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    values = []
+    for name, path in pngs.items():
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            continue
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the IHDR chunk
+        colorspace = {2: 3, 6: 4}.get(data[25], 4)  # PNG colour type: RGB, RGBA
+        values.append(Summary.Value(tag=f"{prefix}{name}", image=Summary.Image(
+            height=height, width=width, colorspace=colorspace, encoded_image_string=data)))
+    if not values:
+        return
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        writer.file_writer.add_summary(Summary(value=values), step)
+
+
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render a figure to an (H, W, 3) uint8 RGB array (for TensorBoard ``add_image``, HWC)."""
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
@@ -339,9 +399,10 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes (for report.html, which embeds its figures)."""
+    """The figure as PNG bytes (for report.html, which embeds its figures). zlib level 1, as `save_figures`: the
+    default level 6 took longer than drawing the figure, for files slightly smaller (docs/performance.md)."""
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png")
+    fig.savefig(buffer, dpi=dpi, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()

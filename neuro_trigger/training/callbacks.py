@@ -1,8 +1,14 @@
-"""Callbacks of an expert's Trainer: progress reports for the console view, plots to TensorBoard, and the
-expert's hyperparameters with its final metrics for TensorBoard's HParams view."""
+"""Callbacks of an expert's Trainer: progress reports for the console view, the CPU thread share, plots to
+TensorBoard, and the expert's hyperparameters with its final metrics for TensorBoard's HParams view (the
+checkpoints and early stopping: training/checkpoints.py).
+
+Everything here runs once per epoch of every expert, and a small expert's epoch takes milliseconds: each
+callback does the least it can per epoch (docs/performance.md).
+"""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 import time
@@ -12,24 +18,47 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from neuro_trigger.run.plots import figure_to_array, prediction_figures
+from neuro_trigger.run.plots import figure_to_array, prediction_figures, residual_histograms
+
+log = logging.getLogger("neuro_trigger")
 
 
 class ProgressReport(L.Callback):
-    """Sends (expert, epoch, val_loss, ...) after every epoch to whoever shows progress."""
+    """Sends (expert, epoch, val_loss, ...) to whoever shows progress: after the first and the last epoch,
+    and in between at most every `every` seconds (a console line cannot be read faster; an epoch of a small
+    expert takes milliseconds). Notes in the expert's log when training starts (its first mini-batch) and
+    when its last epoch has ended."""
 
-    def __init__(self, expert: int, report: Callable[[dict], None]) -> None:
+    def __init__(self, expert: int, report: Callable[[dict], None], every: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.expert = expert
         self.report = report
+        self.every = every
+        self.clock = clock
+        self._sent = -math.inf
+        self._started = False
 
     def _send(self, trainer: L.Trainer, status: str) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = trainer.callback_metrics
         self.report({"expert": self.expert, "status": status, "epoch": trainer.current_epoch,
-                     "max_epochs": trainer.max_epochs, "val_loss": metrics.get("val_loss", math.nan),
-                     "val_loss_vs_old_loss": metrics.get("val_loss_vs_old_loss", math.nan)})
+                     "max_epochs": trainer.max_epochs,
+                     "val_loss": float(metrics.get("val_loss", math.nan)),
+                     "val_loss_vs_old_loss": float(metrics.get("val_loss_vs_old_loss", math.nan))})
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._started:  # the first mini-batch follows at once (the benchmark's start-up row reads this)
+            self._started = True
+            log.info("expert %s: training starts at epoch %d", self.expert, trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._send(trainer, "training")
+        now = self.clock()
+        last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        if last or now - self._sent >= self.every:
+            self._sent = now
+            self._send(trainer, "training")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log.info("expert %s: training ended after epoch %d", self.expert, trainer.current_epoch - 1)
 
 
 class ThreadShare(L.Callback):
@@ -84,12 +113,32 @@ class ThreadShare(L.Callback):
 
 
 class TensorBoardPlots(L.Callback):
-    """Every `every` epochs, the validation plots of the expert go to TensorBoard as images (the new and the
-    old network in one figure, titled with the expert and the split)."""
+    """Every `every` epochs (a plot event) the expert's validation goes to TensorBoard: histograms of the z (and
+    theta) residual of the new network (and the old network's once, at the first event), cheap enough for every
+    event; and the key figures (`KEY_FIGURES`, the new and the old network in each, titled with the expert and
+    the split) when drawing them keeps the time spent on figures within `share` of the training time so far (a
+    figure takes far longer than a small expert's epoch). Every figure of the best network is drawn once the
+    expert has trained (its plot jobs: expert_N/plots/ and TensorBoard)."""
 
-    def __init__(self, every: int, out_size: int) -> None:
+    KEY_FIGURES = ("z_residual", "z_vs_reco")
+    FIRST_ESTIMATE_S = 0.08  # per key figure, until one has been drawn
+
+    def __init__(self, every: int, out_size: int, share: float = 0.05,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.every = every
         self.out_size = out_size
+        self.share = share
+        self.clock = clock
+        self._start: float | None = None
+        self._drawing = 0.0  # seconds spent on key figures in this fit
+        self._estimate = self.FIRST_ESTIMATE_S * len(self.KEY_FIGURES)
+        self._old_logged = False
+        self.events = 0  # plot events of this fit
+        self.figures = 0  # key figures drawn in this fit
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self.clock()
+        self._drawing, self.events, self.figures = 0.0, 0, 0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -99,10 +148,28 @@ class TensorBoardPlots(L.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:
             return
-        pred, y, y_old = (t.detach().cpu().numpy() for t in validation)
+        writer = loggers[0].experiment
+        self.events += 1
+        pred, y, y_old = (t.detach().float().cpu().numpy() for t in validation)
+        for tag, hist in residual_histograms(y, pred, self.out_size).items():
+            writer.add_histogram_raw(f"val/{tag}", global_step=epoch, **hist)
+        if not self._old_logged:
+            self._old_logged = True
+            for tag, hist in residual_histograms(y, y_old, self.out_size).items():
+                writer.add_histogram_raw(f"val/{tag}_old", global_step=epoch, **hist)
+        if self._start is None:
+            self._start = self.clock()
+        if self._drawing + self._estimate > self.share * (self.clock() - self._start):
+            return
+        started = self.clock()
         expert = pl_module.config.get("expert") if isinstance(getattr(pl_module, "config", None), dict) else None
-        for name, fig in prediction_figures(y, pred, y_old, self.out_size, expert=expert, split="val").items():
-            loggers[0].experiment.add_image(f"val/{name}", figure_to_array(fig), epoch, dataformats="HWC")
+        figures = prediction_figures(y, pred, y_old, self.out_size, expert=expert, split="val",
+                                     only=self.KEY_FIGURES)
+        for name, fig in figures.items():
+            writer.add_image(f"val/{name}", figure_to_array(fig), epoch, dataformats="HWC")
+        self.figures += len(figures)
+        self._estimate = self.clock() - started
+        self._drawing += self._estimate
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, str | int | float | bool]:
@@ -147,19 +214,16 @@ class HParamsSummary(L.Callback):
         self.epochs = 0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epochs = trainer.current_epoch + 1
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # here, not at the epoch's end: the checkpoints are saved at the validation's end too (after this
-        # callback: Lightning runs ModelCheckpoint last), so last.ckpt holds this epoch's record
+        # the epoch's validation has run (before any on_train_epoch_end hook); the checkpoint is written after
+        # this callback (Lightning runs checkpoint callbacks last), so last.ckpt holds this epoch's record
         if trainer.sanity_checking:
             return
         self.epochs = trainer.current_epoch + 1
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-        loss = metrics.get(self.monitor, math.nan)
+        metrics = trainer.callback_metrics
+        loss = float(metrics.get(self.monitor, math.nan))
         if math.isfinite(loss) and loss < self.best.get("best_val_loss", math.inf):
             self.best = {"best_val_loss": loss, "best_epoch": trainer.current_epoch,
-                         **{k: metrics.get(k, math.nan) for k in self.FROM_BEST_EPOCH}}
+                         **{k: float(metrics.get(k, math.nan)) for k in self.FROM_BEST_EPOCH}}
 
     def final_metrics(self) -> dict[str, float]:
         """The metrics logged beside the hyperparameters, by their TensorBoard tag."""

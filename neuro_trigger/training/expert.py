@@ -95,16 +95,18 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
         log.info("%s: resuming from %s", key, resume_from)
         earlier_metrics = _read_metrics(expert_dir)  # the CSV logger starts a new file
     try:
-        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
-                    ckpt_path=str(resume_from) if resume_from else None)
+        fit_expert(trainer, module, train_batches, val_batches, ckpt_path=str(resume_from) if resume_from else None)
     except (KeyboardInterrupt, SystemExit) as stop:
         # Lightning turns Ctrl-C into a graceful stop followed by sys.exit(1)
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        status.update(status="interrupted", epochs_done=trainer.current_epoch, ended=now(),
+        # epochs_done: the epochs last.ckpt holds, which a resume continues from (an interruption writes the state
+        # of an epoch's end at most TimedCheckpoint.snapshot_every seconds before it)
+        status.update(status="interrupted", epochs_done=checkpoint.saved_epochs, ended=now(),
                       last_checkpoint=str(checkpoint.last_model_path or ""))
         write_status(folder, key, status)
-        log.warning("%s interrupted after %d epoch(s)", key, trainer.current_epoch)
+        log.warning("%s interrupted after %d epoch(s), %d of them in its last checkpoint", key,
+                    trainer.current_epoch, checkpoint.saved_epochs)
         raise KeyboardInterrupt from None
     finally:
         if earlier_metrics is not None:
@@ -123,6 +125,16 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     report({"expert": config["expert"], "status": "finished", "epoch": trainer.current_epoch - 1,
             "max_epochs": config["epochs"], "val_loss": status["best_val_loss"]})
     return status
+
+
+def fit_expert(trainer, module, train_batches, val_batches, ckpt_path: str | None = None) -> None:
+    """``trainer.fit`` as a run makes it: the module validates itself on `val_batches` after each epoch's last
+    chunk (ExpertModule.set_validation) instead of through Lightning's validation loop, which cost a sizeable
+    share of a small expert's epoch (docs/performance.md)."""
+    module.set_validation(val_batches)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
+        trainer.fit(module, train_dataloaders=train_batches, ckpt_path=ckpt_path)
 
 
 def _read_metrics(expert_dir: Path):
@@ -155,25 +167,28 @@ def monitored_loss(config: dict[str, Any]) -> str:
 def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None):
     """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
     from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots, ThreadShare
+    from neuro_trigger.training.checkpoints import BufferedTensorBoardLogger, PatienceStopping, TimedCheckpoint
 
     monitor = monitored_loss(config)
-    checkpoint = ModelCheckpoint(dirpath=expert_dir / "ckpts", filename="best-{epoch}", monitor=monitor,
-                                 mode="min", save_top_k=1, save_last=True)
+    # best-epoch=N.ckpt and last.ckpt, written at save points (the first and last epoch, every SAVE_EVERY_S
+    # seconds) and on an interruption rather than every epoch; the loggers are flushed at the same points
+    checkpoint = TimedCheckpoint(expert_dir / "ckpts", monitor)
     trainer = L.Trainer(
         max_epochs=config["epochs"],
         **trainer_hardware(config),
         # one process, one device, wherever it runs: Lightning's own SLURM handling (ranks from srun,
         # requeue on SIGUSR1) would fight the SLURM launcher's, which requeues and resumes by itself
         plugins=[LightningEnvironment()],
-        logger=[TensorBoardLogger(str(expert_dir), name="tb", version="", default_hp_metric=False),
-                CSVLogger(str(expert_dir), name="csv", version="")],
+        # both loggers write at the checkpoint's save points (and at the end), not every epoch
+        logger=[BufferedTensorBoardLogger(str(expert_dir), name="tb", version="", default_hp_metric=False,
+                                          max_queue=100_000),
+                CSVLogger(str(expert_dir), name="csv", version="", flush_logs_every_n_steps=1_000_000)],
         callbacks=[checkpoint,
-                   EarlyStopping(monitor=monitor, mode="min", patience=config["early_stopping_patience"]),
+                   PatienceStopping(monitor, patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
                    TensorBoardPlots(config["plot_every"], config["out_size"]),
                    HParamsSummary(config, monitor)]

@@ -1,6 +1,8 @@
 """The LightningModule of one expert: its network, its loss, its optimiser, and the validation metrics."""
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -20,12 +22,17 @@ class ExpertModule(L.LightningModule):
     mini-batch (manual optimisation), so K only changes how often Lightning's loop runs.
     Validation sees the whole validation split and logs, besides val_loss, how it compares
     with the old network on the same rows, and with reweighted sampling (`dist`) the validation loss
-    weighted by the same z distribution (val_reweighted_loss).
+    weighted by the same z distribution (val_reweighted_loss). Given its batches by `set_validation`
+    (as a run does, `training.expert.fit_expert`), the module validates itself right after the last
+    chunk of each training epoch, where Lightning's validation loop would run, without that loop (its
+    per-epoch overhead: docs/performance.md). Lightning's loop (``val_dataloaders``) still works the same way.
 
     The loggers get one record per epoch, written at the end of the training epoch (after its
     validation): the training loss and the validation metrics together, with the epoch as the
-    step, so that metrics.csv has one row per epoch and TensorBoard's x axis is the epoch.
-    ``self.log`` still feeds ``trainer.callback_metrics`` (checkpoints, early stopping, progress).
+    step, so that metrics.csv has one row per epoch and TensorBoard's x axis is the epoch. The
+    loggers are flushed by the checkpoint callback at its save points, not every epoch.
+    ``trainer.callback_metrics`` (checkpoints, early stopping, progress) gets the same values directly,
+    without ``self.log``'s bookkeeping.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -41,12 +48,22 @@ class ExpertModule(L.LightningModule):
         self._epoch_steps = 0
         self._epoch_val_metrics: dict[str, float] = {}
         self.val_weights: torch.Tensor | None = None  # per validation row: `set_val_weights`
+        self._val_batches: Iterable | None = None  # `set_validation`
+        self._validated = False  # in the current training epoch
+        self._old_reference: tuple | None = None  # `_old_network_reference` of set_validation's batches
+        self._plain_modules: list[torch.nn.Module] | None = None  # `_set_mode`
 
     def set_val_weights(self, weights: torch.Tensor) -> None:
         """Weights of the validation rows (in the order validation sees them, summing to 1) for
         `val_reweighted_loss`: the validation loss under the training sampler's z distribution."""
         self.val_weights = weights
         self._row_loss = registry.build_loss(self.config["loss"], reduction="none")
+
+    def set_validation(self, batches: Iterable | None) -> None:
+        """Validate on `batches` (``(x, y, y_old)`` slices, e.g. EvalBatches) after the last chunk of every
+        training epoch, before any ``on_train_epoch_end`` hook; None: leave validation to Lightning's loop."""
+        self._val_batches = batches
+        self._old_reference = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -90,27 +107,68 @@ class ExpertModule(L.LightningModule):
                 f"expert {self.config['expert']}: training loss became {mean.item()} in epoch {self.current_epoch}; "
                 "lower learning_rate or set gradient_clip_val"
             )
-        self.log("loss", mean, on_step=False, on_epoch=True, batch_size=xs.shape[0] * xs.shape[1], logger=False)
         return mean
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss_sum = torch.zeros((), device=self.device)
         self._epoch_steps = 0
         self._epoch_val_metrics = {}
+        self._validated = False
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._val_batches is not None and batch_idx + 1 >= self.trainer.num_training_batches:
+            self._validate()
+
+    def _validate(self) -> None:
+        """One pass over the validation batches as Lightning's loop makes it (eval mode, inference mode, the
+        precision plugin's input conversion and autocast context), then `on_validation_epoch_end`."""
+        self._validated = True
+        precision = self.trainer.precision_plugin
+        was_training = self.training
+        self._set_mode(False)
+        try:
+            with torch.inference_mode():
+                for i, batch in enumerate(self._val_batches):
+                    with precision.val_step_context():
+                        self.validation_step(precision.convert_input(batch), i)
+                self.on_validation_epoch_end()
+        finally:
+            self._set_mode(was_training)
+
+    def _set_mode(self, training: bool) -> None:
+        """``self.train(training)``, without nn.Module.__setattr__'s checks on every submodule, where no submodule
+        has a train() of its own."""
+        if self._plain_modules is None:
+            modules = list(self.modules())
+            self._plain_modules = modules if all(type(m).train is torch.nn.Module.train for m in modules) else []
+        if not self._plain_modules:
+            self.train(training)
+            return
+        for module in self._plain_modules:
+            module.__dict__["training"] = training
 
     def on_train_epoch_end(self) -> None:
         """The epoch's one record for the loggers: mean training loss (over its mini-batches, as the
         epoch value of ``loss`` is) and the metrics of the validation that ran in this epoch."""
+        if self._val_batches is not None and not self._validated:  # the epoch had no chunk, or no length
+            self._validate()
         row: dict[str, float] = {}
         if self._epoch_steps:
             row["loss"] = float(self._epoch_loss_sum) / self._epoch_steps
+            self._publish({"loss": torch.tensor(row["loss"])})
         row.update(self._epoch_val_metrics)
         if not row:
             return
         row["epoch"] = self.current_epoch
         for logger in self.loggers:
             logger.log_metrics(row, step=self.current_epoch)
-            logger.save()
+
+    def _publish(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Epoch-level values (0-dim CPU tensors, what ``self.log`` leaves there) into ``trainer.callback_metrics``:
+        checkpoints, early stopping and the progress reports read them from there."""
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.callback_metrics.update(metrics)
 
     def _count_optimizer_steps(self, steps: int) -> None:
         """Advance trainer.global_step as Lightning's optimizer wrapper would have, one per step taken
@@ -127,32 +185,53 @@ class ExpertModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        pred, y, y_old = (torch.cat(t) for t in zip(*self._val_outputs, strict=True))
-        self._val_outputs.clear()
+        outputs = self._val_outputs
+        pred, y, y_old = outputs[0] if len(outputs) == 1 else (torch.cat(t) for t in zip(*outputs, strict=True))
+        self._val_outputs = []
         self.last_validation = (pred, y, y_old)
         loss = self.loss_fn(pred, y)
-        if not torch.isfinite(loss) and not self.trainer.sanity_checking:
-            raise FloatingPointError(
-                f"expert {self.config['expert']}: validation loss became {loss.item()} in epoch {self.current_epoch}; "
-                "lower learning_rate or set gradient_clip_val"
-            )
         z_std = _z_std(y, pred)
-        # the old network is compared on the rows where it has an output (compare_to of a run that lacked
-        # experts, or a NaN in the data's old columns, leaves some without)
-        both = torch.isfinite(y_old).all(dim=1)
-        old_loss = self.loss_fn(y_old[both], y[both])
+        both, old_loss, old_z_std = self._old_network_reference(y, y_old)
+        if both is None:
+            loss_b, z_std_b = loss, z_std
+        else:
+            pb, yb = pred[both], y[both]
+            loss_b, z_std_b = self.loss_fn(pb, yb), _z_std(yb, pb)
         metrics = {
             "val_loss": loss,
-            "val_loss_vs_old_loss": self.loss_fn(pred[both], y[both]) / old_loss,
+            "val_loss_vs_old_loss": loss_b / old_loss,
             "val_z_diff_std": z_std,
-            "val_z_diff_std_vs_old": _z_std(y[both], pred[both]) / _z_std(y[both], y_old[both]),
+            "val_z_diff_std_vs_old": z_std_b / old_z_std,
         }
         if self.val_weights is not None:
             per_row = self._row_loss(pred, y).mean(dim=1)
             metrics["val_reweighted_loss"] = (per_row * self.val_weights.to(per_row.device, per_row.dtype)).sum()
-        self.log_dict(metrics, batch_size=len(y), logger=False)
+        stacked = torch.stack([m.float() for m in metrics.values()]).cpu()
+        values = dict(zip(metrics, stacked.tolist(), strict=True))  # one transfer, one sync
+        if not math.isfinite(values["val_loss"]) and not self.trainer.sanity_checking:
+            raise FloatingPointError(
+                f"expert {self.config['expert']}: validation loss became {values['val_loss']} in epoch "
+                f"{self.current_epoch}; lower learning_rate or set gradient_clip_val"
+            )
+        self._publish(dict(zip(metrics, stacked.unbind(), strict=True)))
         if not self.trainer.sanity_checking:
-            self._epoch_val_metrics = {name: float(value) for name, value in metrics.items()}
+            self._epoch_val_metrics = values
+
+    def _old_network_reference(self, y: torch.Tensor, y_old: torch.Tensor):
+        """(the rows where the old network has an output, None for all; its loss and z residual std there).
+
+        The old network is compared on the rows where it has an output (compare_to of a run that lacked
+        experts, or a NaN in the data's old columns, leaves some without); usually that is every row. With
+        the batches of `set_validation` this is the same every epoch: computed once."""
+        if self._old_reference is not None:
+            return self._old_reference
+        both = torch.isfinite(y_old).all(dim=1)
+        mask = None if bool(both.all()) else both
+        yb, ob = (y, y_old) if mask is None else (y[mask], y_old[mask])
+        reference = (mask, self.loss_fn(ob, yb), _z_std(yb, ob))
+        if self._val_batches is not None:
+            self._old_reference = reference
+        return reference
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, slice_rows: int = EVAL_SLICE_ROWS) -> torch.Tensor:
