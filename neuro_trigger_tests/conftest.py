@@ -1,4 +1,4 @@
-"""Shared test setup: the `slurm` and `gpu` markers, and the `slurm_cluster` fixture."""
+"""Shared test setup: the `slurm`, `gpu` and `slow` markers, and the `slurm_cluster` fixture."""
 import os
 import subprocess
 from pathlib import Path
@@ -12,6 +12,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slurm: runs jobs on a real single-node SLURM cluster started by scripts/slurm_cluster.sh")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped without one")
+    config.addinivalue_line(
+        "markers", "slow: long end-to-end runs, left out of the default run (pyproject addopts); -m slow runs them")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -36,6 +36,7 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@pytest.mark.slow
 def test_quick_benchmark_reports_every_row(tmp_path: Path) -> None:
     out = tmp_path / "x.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script must find the package itself

@@ -98,6 +98,7 @@ def test_run_folder_and_its_files_follow_the_umask(tmp_path: Path, umask, mask: 
 
 
 # ---------------------------------------------------------------------------------------------- package
+@pytest.mark.slow
 def test_editable_install_gives_the_command_and_the_package(tmp_path: Path) -> None:
     """`pip install -e .` (offline: no dependencies, no build isolation, no index) into a fresh venv
     that sees this venv's packages: `neuro-trigger --list` runs and the packages import from elsewhere."""

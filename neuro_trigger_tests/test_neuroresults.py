@@ -90,6 +90,7 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
     assert_matches(read_neuroresults(path, cache_dir=None), table)
 
 
+@pytest.mark.slow
 def test_large_file_in_many_gzip_members_is_read_whole(tmp_path: Path, blocks: str) -> None:
     table = make_table(3000, seed=4)
     data = text_of(table, tmp_path)

@@ -38,6 +38,7 @@ def data_arg(data: dict) -> str:
     return "data=" + repr(data)
 
 
+@pytest.mark.slow
 def test_killed_expert_fails_alone(data, tmp_path):
     """SIGKILL on one expert's process: the other finishes and its results are complete; exit code 1."""
     proc = start("baseline_v2", "-p", "-d", "kill test", "--log-root", str(tmp_path), "-m", data_arg(data),
@@ -61,6 +62,7 @@ def test_killed_expert_fails_alone(data, tmp_path):
     assert (folder / "expert_0" / "plots" / "test" / "z_residual.png").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_expert_and_resume_finishes_the_run(data, tmp_path):
     """Ctrl-C: every expert stops within seconds, checkpoints stay, summary says interrupted with the
     epochs done; --resume continues the unfinished expert and leaves the finished one alone."""
@@ -119,6 +121,7 @@ def test_nan_loss_fails_that_expert_only(data, tmp_path):
     assert "lower learning_rate" in (result.folder / "expert_2.log").read_text()
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_folders(data, tmp_path):
     args = ["baseline_v2", "-d", "together", "--log-root", str(tmp_path), "-m", data_arg(data), "epochs=1",
             "plot_every=1000"]
@@ -135,7 +138,7 @@ def weights_bytes(folder: Path) -> bytes:
     return (folder / "weights.json").read_bytes()
 
 
-@pytest.mark.parametrize("production", [False, True], ids=["debug", "parallel"])
+@pytest.mark.parametrize("production", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["debug", "parallel"])
 def test_same_seed_same_weights_other_seed_other_weights(data, tmp_path, production):
     """In production at the default batch size 2048, with experts of different sizes, so that one finishes
     while the other still trains (cores are freed then; thread counts stay fixed all the same)."""

@@ -91,6 +91,7 @@ def test_slurm_run_folder_equals_a_local_run(slurm_cluster, data, tmp_path):
     assert "[failed]" not in (tmp_path / "slurm" / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_failed_and_cancelled_experts_then_resume(slurm_cluster, data, tmp_path):
     """Detached: expert_2 fails (its loss overflows), expert_3 is scancel'led while it trains; the assemble job
     still runs and summary.json says so. --resume resubmits only those two: expert_3 goes on from its checkpoint
@@ -128,6 +129,7 @@ def test_failed_and_cancelled_experts_then_resume(slurm_cluster, data, tmp_path)
     assert "continues from" in (folder / "expert_3.log").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["scontrol requeue", "time limit"])
 def test_requeued_expert_continues_from_its_checkpoint(slurm_cluster, long_data, tmp_path, how):
     """scontrol requeue (what a preemption does), or the signal SLURM sends before a time limit (USR2, on which

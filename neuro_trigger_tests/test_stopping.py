@@ -65,7 +65,9 @@ def long_run(data: dict, log_root: Path) -> tuple[subprocess.Popen, Path]:
     return proc, folder
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM,
+                                 pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_stopping_the_main_process_stops_everything(data, tmp_path, sig):
     """SIGINT or SIGTERM to the main process alone (what kill and timeout send) stops the experts with their
     checkpoints, exit 130 or 143, summary and journal say interrupted. SIGKILL leaves the experts to stop by
@@ -208,6 +210,7 @@ def readme_example() -> str:
     return example
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_a_script(data, tmp_path):
     script = readme_example().replace('["epochs=5"]', repr(["epochs=1", "experts=[2]", f"data={data!r}"])) \
         .replace('description="notebook run"', f'description="notebook run", log_root={str(tmp_path)!r}')

@@ -88,6 +88,7 @@ def check_run_folder(folder: Path, experts: list[str], out_size: int = 2) -> dic
     return summary
 
 
+@pytest.mark.slow
 def test_production_run_all_experts(small_data, tmp_path):
     log_root = tmp_path / "log"
     result = train(small_config(small_data), production=True, description="e2e test", log_root=log_root,
@@ -186,6 +187,7 @@ def test_cli_production_run(small_data, tmp_path):
     assert read_summary(folder)["description"] == "cli test"
 
 
+@pytest.mark.slow
 def test_cli_production_without_terminal_or_description(small_data, tmp_path):
     done = run_cli("baseline_v2", "-p", "-s", "--log-root", str(tmp_path), "-m", data_override(small_data),
                    "epochs=1")
