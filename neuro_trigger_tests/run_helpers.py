@@ -46,3 +46,14 @@ def toy_splits(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, list
         write_table(generate(n, seed=seed + i), folder / f"{split}.gz")
         paths[split] = [str(folder / f"{split}.gz")]
     return paths
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ numbers it read (two tiny run folders made here: toy rows, a known bias, the jud
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,17 +18,14 @@ from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.registry import build_model
 from neuro_trigger.run.files import write_json
 from neuro_trigger.run.metrics import judge
+from neuro_trigger_tests.run_helpers import load_script
 
 FPGA_ACTIVATIONS = {"tanh", "tanh/2", "softsign"}
 STUDY_CONFIGS = ["unbiased_v1"]
 
 
 def _script():
-    path = Path(__file__).resolve().parent.parent / "scripts" / "physics_study.py"
-    spec = importlib.util.spec_from_file_location("physics_study", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("physics_study")
 
 
 @pytest.mark.parametrize("name", STUDY_CONFIGS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from neuro_trigger.data import toy_mc, toy_stats
 from neuro_trigger.data.neuroresults import COLUMNS, INT_COLUMNS
+from neuro_trigger_tests.run_helpers import load_script
 
 REAL_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "neuroresults_sample.tsv"
 MISSING_SL_OF_EXPERT = {1: 7, 2: 5, 3: 3, 4: 1}
@@ -312,11 +312,7 @@ def test_statistics_work_on_a_dict_of_arrays(large: pd.DataFrame) -> None:
 
 
 def _script():
-    path = Path(__file__).resolve().parent.parent / "scripts" / "toy_vs_real.py"
-    spec = importlib.util.spec_from_file_location("toy_vs_real", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("toy_vs_real")
 
 
 @needs_real_stats

@@ -234,6 +234,16 @@ def _errorbars(ax, bins: pd.DataFrame, value: str, error: str, offset: float, co
                     color=color, capsize=2, lw=0.7)
 
 
+def _save(plt, fig, ax, path: Path) -> Path:
+    """Grid, the legend beside the axes, and the figure to `path`, closed."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def figures(runs: list[dict], out: Path, reference: dict | None = None, old: bool = False,
             min_count: int = MIN_COUNT, frame: pd.DataFrame | None = None) -> list[Path]:
     """bias_vs_z, resolution_vs_z and tradeoff figures per expert; returns the paths written."""
@@ -268,13 +278,7 @@ def figures(runs: list[dict], out: Path, reference: dict | None = None, old: boo
             ax.set_ylabel(ylabel)
             name = key.replace("_", " ")
             ax.set_title(f"{name}: {kind} vs reco z (hollow: bins under {min_count} tracks)", fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-            fig.tight_layout()
-            path = out / f"{kind}_vs_z_{key}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(plt, fig, ax, out / f"{kind}_vs_z_{key}.png"))
         if frame is not None:
             sub = frame[frame["expert"] == key]
             fig, ax = plt.subplots(figsize=(9, 4.8))
@@ -292,13 +296,7 @@ def figures(runs: list[dict], out: Path, reference: dict | None = None, old: boo
             ax.set_ylabel(f"max |bias| over bins with >= {min_count} tracks (cm)")
             ax.set_title(f"{key.replace('_', ' ')}: the trade-off", fontsize=10)
             ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-            fig.tight_layout()
-            path = out / f"tradeoff_{key}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(plt, fig, ax, out / f"tradeoff_{key}.png"))
     return written
 
 
