@@ -51,7 +51,6 @@ class ExpertModule(L.LightningModule):
         self._val_batches: Iterable | None = None  # `set_validation`
         self._validated = False  # in the current training epoch
         self._old_reference: tuple | None = None  # `_old_network_reference` of set_validation's batches
-        self._plain_modules: list[torch.nn.Module] | None = None  # `_set_mode`
 
     def set_val_weights(self, weights: torch.Tensor) -> None:
         """Weights of the validation rows (in the order validation sees them, summing to 1) for
@@ -125,7 +124,7 @@ class ExpertModule(L.LightningModule):
         self._validated = True
         precision = self.trainer.precision_plugin
         was_training = self.training
-        self._set_mode(False)
+        self.train(False)
         try:
             with torch.inference_mode():
                 for i, batch in enumerate(self._val_batches):
@@ -133,19 +132,7 @@ class ExpertModule(L.LightningModule):
                         self.validation_step(precision.convert_input(batch), i)
                 self.on_validation_epoch_end()
         finally:
-            self._set_mode(was_training)
-
-    def _set_mode(self, training: bool) -> None:
-        """``self.train(training)``, without nn.Module.__setattr__'s checks on every submodule, where no submodule
-        has a train() of its own."""
-        if self._plain_modules is None:
-            modules = list(self.modules())
-            self._plain_modules = modules if all(type(m).train is torch.nn.Module.train for m in modules) else []
-        if not self._plain_modules:
-            self.train(training)
-            return
-        for module in self._plain_modules:
-            module.__dict__["training"] = training
+            self.train(was_training)
 
     def on_train_epoch_end(self) -> None:
         """The epoch's one record for the loggers: mean training loss (over its mini-batches, as the
