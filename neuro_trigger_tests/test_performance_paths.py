@@ -169,6 +169,7 @@ def test_an_interruption_leaves_an_end_of_epoch_state_and_resume_loses_nothing(t
     best = next(v for k, v in last["callbacks"].items() if "Checkpoint" in k)["best_model_path"]
     assert Path(best).is_file()
     assert int(Path(best).stem.split("=")[1]) < saved
+    assert sorted(p.name for p in (tmp_path / "ckpts").glob("best-*.ckpt")) == [Path(best).name]  # one best file
     first_rows = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert first_rows["epoch"].tolist() == list(range(interrupted_after))  # every epoch trained, flushed
     resumed, _ = fit(tmp_path, config, resume=tmp_path / "ckpts" / "last.ckpt")

@@ -112,12 +112,14 @@ class TimedCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Interrupted (a KeyboardInterrupt): the snapshot, if newer than the last save point, becomes last.ckpt.
-        Bests found after it belong to epochs a resume trains again. Other exceptions (a diverging loss) leave
+        Bests found after it belong to epochs a resume trains again; the other best files go, as at a save point,
+        so an interrupted expert keeps one best file. Other exceptions (a diverging loss) leave
         the files of the last save point. Lightning flushes the loggers next (finalize)."""
         snapshot, self._snapshot = self._snapshot, None
         if isinstance(exception, KeyboardInterrupt) and snapshot is not None:
             _atomic_torch_save(snapshot, self._last_path())
             self.saved_epochs = int(snapshot["epoch"]) + 1
+            self._remove_stale_best()  # last.ckpt on disk now names the snapshot's best, the latest written
 
     # ------------------------------------------------------------------------------------------ internals
     def _new_best(self, epoch: int, global_step: int, value: float) -> None:
