@@ -245,6 +245,37 @@ def test_run_report_shows_verdict_figures_config_data_and_tensorboard(run_folder
     assert f"tensorboard --logdir {run_folder}" in text
 
 
+def _embedded_pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(attrs["src"].split(",", 1)[1]) for tag, attrs in parse(page).tags if tag == "img"]
+
+
+def test_run_report_embeds_the_figures_the_plot_job_saved_while_they_are_current(run_folder: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The expert's plot job saves report.html's figures (so the end of a run only embeds them); the report uses
+    them as they are, and draws them again once the predictions they were drawn from have changed."""
+    saved = run_folder / "expert_0" / "plots" / "test" / report.REPORT_FIGURE_DIR
+    index = json.loads((saved / "index.json").read_text())
+    files = [(saved / name).read_bytes() for _, name in index["figures"]]
+    assert len(files) >= 4 and index["title"].startswith("Figures: expert 0, test split")
+    page = (run_folder / "report.html").read_text(encoding="utf-8")
+    assert _embedded_pngs(page) == files
+    assert [c for c, _ in index["figures"]] == re.findall(r"<figcaption>(.*?)</figcaption>", page)
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_folder, copy, ignore=shutil.ignore_patterns("*.csv", "mean_expert", "tb", "ckpts"))
+    marker = b"\x89PNG\r\n\x1a\n" + b"not drawn from these predictions"
+    for _, name in index["figures"]:
+        (copy / saved.relative_to(run_folder) / name).write_bytes(marker)  # stands in for figures of old predictions
+    assert write_run_report(copy) == copy / "report.html"
+    assert _embedded_pngs((copy / "report.html").read_text(encoding="utf-8")) == [marker] * len(files)
+    prediction = copy / "expert_0" / "prediction_test.npz"
+    os.utime(prediction, ns=(prediction.stat().st_atime_ns, prediction.stat().st_mtime_ns + 1))  # trained again
+    assert write_run_report(copy) == copy / "report.html"
+    redrawn = _embedded_pngs((copy / "report.html").read_text(encoding="utf-8"))
+    assert len(redrawn) == len(files) and marker not in redrawn
+    assert all(not_single_colour(Image.open(io.BytesIO(png))) for png in redrawn)
+
+
 def test_run_report_of_changed_data_keeps_the_rest(run_folder: Path, tmp_path: Path) -> None:
     """Data files that changed since the run: no figures of wrong rows, a note, and the verdict still there."""
     copy = tmp_path / "run"

@@ -105,6 +105,10 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
     # key figures (TensorBoardPlots)
     pngs_to_tensorboard({name: folder / figure_file(name) for name in figures}, expert_dir / "tb", f"{split}/",
                         _best_epoch(expert_dir))
+    from neuro_trigger.run import report
+
+    if split in report.FIGURE_SPLITS:  # report.html's figures of this expert, drawn now rather than at the run's end
+        report.save_expert_figures(expert_dir, config, store, split)
 
 
 def _best_epoch(expert_dir: Path) -> int:
@@ -309,6 +313,7 @@ def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | No
 # PNG of expert_N/plots ~32 kB, a data row of the text format ~300-330 bytes.
 _FIGURE_TB_BYTES = 26_000
 _FIGURE_PNG_BYTES = 32_000
+_REPORT_FIGURES = 7  # report.overlay_figures per expert and figure split, at most
 _TEXT_ROW_BYTES = 330
 _NEW_FIELDS_BYTES = 24  # "\tNewZ\tNewTheta": shortest float32 repr, or nan
 _RUN_FIXED_BYTES = 300_000  # config, summary, git diff, logs, mean_expert
@@ -363,4 +368,5 @@ def estimated_run_bytes(stores: dict[str, ColumnStore], resolved: dict[str, Any]
         total += 2 * params * 24 + 2_000  # weights.json of the expert and its copy in the run's
         total += (config["epochs"] // max(1, config["plot_every"])) * figures * _FIGURE_TB_BYTES
         total += len(plot_splits) * figures * _FIGURE_PNG_BYTES + _EXPERT_FIXED_BYTES
+        total += _REPORT_FIGURES * _FIGURE_PNG_BYTES  # report.html's figures of the expert (test split)
     return int(total)

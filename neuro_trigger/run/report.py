@@ -38,6 +38,7 @@ MISSING = "\u2013"  # –, for a value that could not be computed
 REPORT_FILE = "report.html"
 VERDICT_SPLITS = ("test", "val")  # the held-out split first
 FIGURE_SPLITS = ("test",)  # the val split has its verdict table only: its figures would double the drawing time
+REPORT_FIGURE_DIR = "report"  # expert_N/plots/<split>/report/: figures saved for report.html
 FIGURE_DPI = 90  # 576 x 432 px: sharp in the page's two columns, and 20% fewer bytes than 100 dpi
 
 
@@ -477,49 +478,96 @@ def _data_table(summary: dict) -> Table:
 
 def _figure_sections(folder: Path, resolved: dict, summary: dict, done: list[str],
                      stores: dict | None) -> list[Section]:
-    """Overlaid new-vs-old figures per finished expert on the test and val splits."""
+    """Overlaid new-vs-old figures per finished expert on the FIGURE_SPLITS: those its plot job saved
+    (`save_expert_figures`) while they are still of its predictions, else drawn here."""
+    sections: list[Section] = []
+    for split in FIGURE_SPLITS:
+        recorded = [s.get("sha256") for s in _get(summary, "data", split) or []]
+        for key in done:
+            found = _saved_expert_figures(folder / key, split, recorded)
+            if found is None:
+                if stores is None:
+                    from neuro_trigger.data.selection import load_data
+
+                    stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
+                store = stores.get(split)
+                if store is None:
+                    break
+                if recorded and recorded != [s.get("sha256") for s in store.sources]:
+                    sections.append(Text(f"Figures, {split} split", f"Not drawn: the {split} data files changed "
+                                                                    "since the run (their sha256 differ from "
+                                                                    "summary.json)."))
+                    break
+                found = expert_figures(folder / key, resolved["experts"][key], store, split, summary)
+            if found is not None:
+                sections.append(Figures(*found))
+    return sections
+
+
+def expert_figures(expert_dir: Path, config: dict, store, split: str,
+                   summary: dict | None = None) -> tuple[str, dict[str, bytes]] | None:
+    """The report's figures of one finished expert on one split, drawn from its saved predictions on the rows
+    it is judged on: (section title, PNG bytes by caption); None without predictions."""
     from neuro_trigger.data.filters import parse_filter
     from neuro_trigger.data.selection import expert_rows
     from neuro_trigger.run.artifacts import is_identity_filter
     from neuro_trigger.run.plots import overlay_figures
 
-    if not done:
-        return []
-    if stores is None:
-        from neuro_trigger.data.selection import load_data
+    path = expert_dir / f"prediction_{split}.npz"
+    if not path.is_file():
+        return None
+    out = int(config["out_size"])
+    with np.load(path, allow_pickle=False) as part:
+        rows, pred = part["rows"], part["pred"]
+    if rows.size and int(rows.max()) >= len(store):
+        raise ValueError(f"{path}: rows beyond the {split} split's {len(store)} rows")
+    if not is_identity_filter(parse_filter(config["filter"])):  # the rows judged: the filter's
+        keep = np.isin(rows, expert_rows(store, config))
+        rows, pred = rows[keep], pred[keep]
+    cut = _num(_get(_judged(expert_dir.parent, summary or {}, split, expert_dir.name) or {}, "cut_cm"))
+    what = f"expert {config.get('expert', expert_dir.name)}, {split} split"
+    # the full y gives reco theta for the figures by theta even when the network gives z only
+    figs = overlay_figures(store.y[rows], {"new": pred[:, :out]}, store.y_old[rows], out,
+                           cut_cm=TRIGGER_CUT_CM if math.isnan(cut) else cut, title=what)
+    return f"Figures: {what} ({rows.size:,} rows)", {name.replace("_", " "): png_bytes(f) for name, f in figs.items()}
 
-        stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-    sections: list[Section] = []
-    for split in FIGURE_SPLITS:
-        store = stores.get(split)
-        if store is None:
-            continue
-        recorded = [s.get("sha256") for s in _get(summary, "data", split) or []]
-        if recorded and recorded != [s.get("sha256") for s in store.sources]:
-            sections.append(Text(f"Figures, {split} split", f"Not drawn: the {split} data files changed since "
-                                                            "the run (their sha256 differ from summary.json)."))
-            continue
-        for key in done:
-            path = folder / key / f"prediction_{split}.npz"
-            if not path.is_file():
-                continue
-            config = resolved["experts"][key]
-            out = int(config["out_size"])
-            with np.load(path, allow_pickle=False) as part:
-                rows, pred = part["rows"], part["pred"]
-            if rows.size and int(rows.max()) >= len(store):
-                raise ValueError(f"{path}: rows beyond the {split} split's {len(store)} rows")
-            if not is_identity_filter(parse_filter(config["filter"])):  # the rows judged: the filter's
-                keep = np.isin(rows, expert_rows(store, config))
-                rows, pred = rows[keep], pred[keep]
-            cut = _num(_get(_judged(folder, summary, split, key) or {}, "cut_cm"))
-            what = f"expert {config.get('expert', key)}, {split} split"
-            # the full y gives reco theta for the figures by theta even when the network gives z only
-            figs = overlay_figures(store.y[rows], {"new": pred[:, :out]}, store.y_old[rows], out,
-                                   cut_cm=TRIGGER_CUT_CM if math.isnan(cut) else cut, title=what)
-            sections.append(Figures(f"Figures: {what} ({rows.size:,} rows)",
-                                    {name.replace("_", " "): png_bytes(fig) for name, fig in figs.items()}))
-    return sections
+
+def save_expert_figures(expert_dir: Path, config: dict, store, split: str) -> None:
+    """Draw the report's figures of a finished expert into `expert_dir/plots/<split>/report/` (its plot job
+    does this while other experts still train), so that report.html, written after the last expert, only
+    embeds them. index.json, written last, names them and what they were drawn from."""
+    drawn = expert_figures(expert_dir, config, store, split)
+    if drawn is None:
+        return
+    title, pngs = drawn
+    folder = expert_dir / "plots" / split / REPORT_FIGURE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, (caption, data) in enumerate(pngs.items()):
+        files.append([caption, f"{i:02d}.png"])
+        write_atomic(folder / files[-1][1], lambda f, data=data: f.write(data))
+    index = {"title": title, "figures": files, "prediction": _file_stamp(expert_dir / f"prediction_{split}.npz"),
+             "data_sha256": [s.get("sha256") for s in store.sources]}
+    write_atomic(folder / "index.json", lambda f: f.write(json.dumps(index, indent=1).encode()))
+
+
+def _file_stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _saved_expert_figures(expert_dir: Path, split: str, recorded: list) -> tuple[str, dict[str, bytes]] | None:
+    """The figures `save_expert_figures` left, if they were drawn from the expert's current predictions and the
+    data the run recorded; else None (they are drawn again)."""
+    folder = expert_dir / "plots" / split / REPORT_FIGURE_DIR
+    try:
+        index = _read_json(folder / "index.json")
+        if index["prediction"] != _file_stamp(expert_dir / f"prediction_{split}.npz") or \
+                (recorded and index["data_sha256"] != recorded):
+            return None
+        return index["title"], {caption: png_bytes((folder / name).read_bytes()) for caption, name in index["figures"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_run_report(folder: Path, stores: dict | None) -> Path:
