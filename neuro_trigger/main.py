@@ -103,6 +103,10 @@ def _main(argv: list[str] | None) -> int:
             return 0 if result.ok else 1
         if not args.config:
             raise UserError("name a config to train (see --list)")
+        if args.production and args.launcher in (None, "local"):
+            from neuro_trigger.runner.processes import start_process_server
+
+            start_process_server()  # first: its imports of torch and lightning are most of a run's start-up
         from neuro_trigger.config import resolve_config
         from neuro_trigger.runner.api import train
 
@@ -130,8 +134,8 @@ def cli() -> None:
     """The command: run main() and leave at once. The interpreter's own teardown of torch and the other
     libraries took seconds after the run folder was printed; everything of the run is closed by then."""
     code = main()
-    if "neuro_trigger.runner.local" in sys.modules:
-        from neuro_trigger.runner.local import stop_process_server
+    if "neuro_trigger.runner.processes" in sys.modules:
+        from neuro_trigger.runner.processes import stop_process_server
 
         stop_process_server()
     logging.shutdown()

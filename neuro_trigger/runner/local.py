@@ -33,6 +33,12 @@ from neuro_trigger.run.status import (
     write_status,
 )
 from neuro_trigger.runner.console import ProgressView
+from neuro_trigger.runner.processes import (  # noqa: F401 - also runner.local.*
+    PRELOAD,
+    process_context,
+    start_process_server,
+    stop_process_server,
+)
 from neuro_trigger.training.expert import expert_logging, run_expert
 from neuro_trigger.training.hardware import gpu_count, torch_device
 from neuro_trigger.training.stopping import stop_job_on_signals, watch_parent
@@ -58,6 +64,7 @@ def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, p
 
     job_start(folder, f"{key}.log", run_pid)
     expert_logging(folder, key)
+    log.info("%s: process %d started", key, os.getpid())
     torch.set_num_threads(threads.value)
     stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
     try:
@@ -132,50 +139,6 @@ def threads_per_expert(slots: int) -> int:
     its chunks then train faster.
     """
     return max(1, min(4, cpu_cores() // (2 * slots)))
-
-
-# What every expert process needs, imported once in the fork server: a process forked from it starts
-# in a fraction of a second instead of the 5-7 s a fresh interpreter takes to import torch and lightning.
-# Only third-party libraries: this project's own modules are imported by each job from the files as they
-# are when it starts, so a notebook that edits a module runs the code that git_diff.txt records.
-PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementations.local", "pandas",
-           "matplotlib.figure", "matplotlib.backends.backend_agg"]
-
-
-def process_context() -> mp.context.BaseContext:
-    """Where expert processes come from: a fork server that has imported PRELOAD (Linux, macOS), else
-    fresh interpreters (spawn). Nothing in the server touches CUDA or starts threads, so forking it is safe."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
-    return ctx
-
-
-def start_process_server() -> None:
-    """Start the fork server now, so that its imports overlap with loading the data."""
-    if "forkserver" in mp.get_all_start_methods():
-        process_context()
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
-def stop_process_server() -> None:
-    """End the fork server now, when no job of it is left. Left to itself it ends once this process has
-    ended, after tearing down torch and lightning, and until then it holds the console's output open
-    (a shell pipe or a subprocess reading it would wait). Python has no public call for this."""
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid is None:
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    server._stop()
 
 
 def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
@@ -261,7 +224,8 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                     error = read_status(folder, key).get("error")
                     view.update({"expert": key, "status": status, **({"error": error} if error else {})})
                 else:
-                    pending += [("plots", key, split) for split in artifacts.PLOT_SPLITS if split in shared]
+                    # the test split's job first: it also draws report.html's figures, the longest job
+                    pending += [("plots", key, split) for split in reversed(artifacts.PLOT_SPLITS) if split in shared]
                 if not any(j[0] == "train" for j in [*pending, *running]):
                     pending.insert(0, ("tables",))
                     log.info("every expert has trained: drawing the figures (%d jobs) and writing the prediction "

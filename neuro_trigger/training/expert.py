@@ -90,6 +90,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     if config.get("load_pre_trained_weights"):
         artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
     trainer, checkpoint = build_trainer(config, expert_dir, report, threads)
+    log.info("%s: network and trainer built", key)
     earlier_metrics = None
     if resume_from is not None:
         log.info("%s: resuming from %s", key, resume_from)

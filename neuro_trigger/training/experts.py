@@ -12,8 +12,8 @@ _MOVED = {
     "run_expert": "neuro_trigger.training.expert", "build_trainer": "neuro_trigger.training.expert",
     "data_paths": "neuro_trigger.data.selection", "load_data": "neuro_trigger.data.selection",
     "expert_rows": "neuro_trigger.data.selection", "check_rows": "neuro_trigger.data.selection",
-    "threads_per_expert": "neuro_trigger.runner.local", "start_process_server": "neuro_trigger.runner.local",
-    "stop_process_server": "neuro_trigger.runner.local", "process_context": "neuro_trigger.runner.local",
+    "threads_per_expert": "neuro_trigger.runner.local", "start_process_server": "neuro_trigger.runner.processes",
+    "stop_process_server": "neuro_trigger.runner.processes", "process_context": "neuro_trigger.runner.processes",
     "verdict_lines": "neuro_trigger.runner.console", "ProgressView": "neuro_trigger.runner.console",
 }
 
