@@ -147,7 +147,7 @@ def bench_main(tmp: Path, quick: bool) -> list[Row]:
     with open(tmp / "main.log", "wb") as out, CpuShare() as cpu:
         started = time.time()
         proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        with TreeMemory(proc.pid) as memory:
+        with TreeMemory(proc.pid, pss=False) as memory:  # Pss sampling would slow the run it times
             code = proc.wait()
         exited = time.time()
     wall = cpu.wall
