@@ -24,7 +24,7 @@ from PIL import Image
 
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
-from neuro_trigger.run import report
+from neuro_trigger.run import report, run_report
 from neuro_trigger.run.metrics import judge
 from neuro_trigger.run.report import (
     BETTER_MARK,
@@ -35,8 +35,8 @@ from neuro_trigger.run.report import (
     Text,
     verdict_table,
     write_report,
-    write_run_report,
 )
+from neuro_trigger.run.run_report import write_run_report
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_BROWSER = REPO / "scripts" / "install_browser.sh"
@@ -253,7 +253,7 @@ def test_run_report_embeds_the_figures_the_plot_job_saved_while_they_are_current
                                                                                   tmp_path: Path) -> None:
     """The expert's plot job saves report.html's figures (so the end of a run only embeds them); the report uses
     them as they are, and draws them again once the predictions they were drawn from have changed."""
-    saved = run_folder / "expert_0" / "plots" / "test" / report.REPORT_FIGURE_DIR
+    saved = run_folder / "expert_0" / "plots" / "test" / run_report.REPORT_FIGURE_DIR
     index = json.loads((saved / "index.json").read_text())
     files = [(saved / name).read_bytes() for _, name in index["figures"]]
     assert len(files) >= 4 and index["title"].startswith("Figures: expert 0, test split")
@@ -310,7 +310,7 @@ def test_run_report_of_a_partly_finished_run(run_folder: Path, tmp_path: Path) -
 def test_broken_run_folder_gives_a_warning_and_no_exception(tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "config.json").write_text("{ not json")
-    with caplog.at_level(logging.WARNING, logger="neuro_trigger.run.report"):
+    with caplog.at_level(logging.WARNING, logger="neuro_trigger.run.run_report"):
         assert write_run_report(tmp_path) is None
         assert write_run_report(tmp_path / "missing") is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -251,7 +251,7 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
 
 def _write_report(folder: Path, stores: dict[str, ColumnStore]) -> None:
     """report.html of the run (it never fails a run: a problem there is a warning)."""
-    from neuro_trigger.run.report import write_run_report
+    from neuro_trigger.run.run_report import write_run_report
 
     log.info("writing report.html")
     write_run_report(folder, stores)
