@@ -105,10 +105,10 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
     # key figures (TensorBoardPlots)
     pngs_to_tensorboard({name: folder / figure_file(name) for name in figures}, expert_dir / "tb", f"{split}/",
                         _best_epoch(expert_dir))
-    from neuro_trigger.run import report, run_report
+    from neuro_trigger.run.run_report import FIGURE_SPLITS, save_expert_figures
 
-    if split in report.FIGURE_SPLITS:  # report.html's figures of this expert, drawn now rather than at the run's end
-        run_report.save_expert_figures(expert_dir, config, store, split)
+    if split in FIGURE_SPLITS:  # report.html's figures of this expert, drawn now rather than at the run's end
+        save_expert_figures(expert_dir, config, store, split)
 
 
 def _best_epoch(expert_dir: Path) -> int:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from neuro_trigger.run.files import write_atomic
+from neuro_trigger.run.files import write_json
 from neuro_trigger.run.metrics import TRIGGER_CUT_CM
 from neuro_trigger.run.report import (
+    FIGURE_DPI,
     FIGURE_SPLITS,
     MISSING,
     REPORT_FILE,
@@ -141,16 +143,23 @@ def _figure_sections(folder: Path, resolved: dict, summary: dict, done: list[str
                                                                     "since the run (their sha256 differ from "
                                                                     "summary.json)."))
                     break
-                found = expert_figures(folder / key, resolved["experts"][key], store, split, summary)
+                drawn = expert_figures(folder / key, resolved["experts"][key], store, split, summary)
+                if drawn is not None:
+                    title, figs = drawn
+                    found = title, {_caption(name): png_bytes(fig) for name, fig in figs.items()}
             if found is not None:
                 sections.append(Figures(*found))
     return sections
 
 
+def _caption(name: str) -> str:
+    return name.replace("_", " ")
+
+
 def expert_figures(expert_dir: Path, config: dict, store, split: str,
-                   summary: dict | None = None) -> tuple[str, dict[str, bytes]] | None:
+                   summary: dict | None = None) -> tuple[str, dict[str, Figure]] | None:
     """The report's figures of one finished expert on one split, drawn from its saved predictions on the rows
-    it is judged on: (section title, PNG bytes by caption); None without predictions."""
+    it is judged on: (section title, figures by name); None without predictions."""
     from neuro_trigger.data.filters import parse_filter
     from neuro_trigger.data.selection import expert_rows
     from neuro_trigger.run.artifacts import is_identity_filter
@@ -172,26 +181,25 @@ def expert_figures(expert_dir: Path, config: dict, store, split: str,
     # the full y gives reco theta for the figures by theta even when the network gives z only
     figs = overlay_figures(store.y[rows], {"new": pred[:, :out]}, store.y_old[rows], out,
                            cut_cm=TRIGGER_CUT_CM if math.isnan(cut) else cut, title=what)
-    return f"Figures: {what} ({rows.size:,} rows)", {name.replace("_", " "): png_bytes(f) for name, f in figs.items()}
+    return f"Figures: {what} ({rows.size:,} rows)", figs
 
 
 def save_expert_figures(expert_dir: Path, config: dict, store, split: str) -> None:
     """Draw the report's figures of a finished expert into `expert_dir/plots/<split>/report/` (its plot job
     does this while other experts still train), so that report.html, written after the last expert, only
     embeds them. index.json, written last, names them and what they were drawn from."""
+    from neuro_trigger.run.plots import save_figures
+
     drawn = expert_figures(expert_dir, config, store, split)
     if drawn is None:
         return
-    title, pngs = drawn
+    title, figs = drawn
     folder = expert_dir / "plots" / split / REPORT_FIGURE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, (caption, data) in enumerate(pngs.items()):
-        files.append([caption, f"{i:02d}.png"])
-        write_atomic(folder / files[-1][1], lambda f, data=data: f.write(data))
+    paths = save_figures(figs, folder, dpi=FIGURE_DPI)
+    files = [[_caption(name), path.name] for name, path in zip(figs, paths, strict=True)]
     index = {"title": title, "figures": files, "prediction": _file_stamp(expert_dir / f"prediction_{split}.npz"),
              "data_sha256": [s.get("sha256") for s in store.sources]}
-    write_atomic(folder / "index.json", lambda f: f.write(json.dumps(index, indent=1).encode()))
+    write_json(folder / "index.json", index)
 
 
 def _file_stamp(path: Path) -> list[int]:

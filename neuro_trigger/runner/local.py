@@ -24,6 +24,7 @@ from neuro_trigger import cpu_cores
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts
+from neuro_trigger.run.report import FIGURE_SPLITS
 from neuro_trigger.run.status import (
     mark_failed_at_start,
     read_status,
@@ -224,8 +225,9 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                     error = read_status(folder, key).get("error")
                     view.update({"expert": key, "status": status, **({"error": error} if error else {})})
                 else:
-                    # the test split's job first: it also draws report.html's figures, the longest job
-                    pending += [("plots", key, split) for split in reversed(artifacts.PLOT_SPLITS) if split in shared]
+                    # a split whose job also draws report.html's figures first: the longest job
+                    splits = sorted(artifacts.PLOT_SPLITS, key=lambda split: split not in FIGURE_SPLITS)
+                    pending += [("plots", key, split) for split in splits if split in shared]
                 if not any(j[0] == "train" for j in [*pending, *running]):
                     pending.insert(0, ("tables",))
                     log.info("every expert has trained: drawing the figures (%d jobs) and writing the prediction "
