@@ -50,6 +50,11 @@ def _import_floor(repeats: int = 3) -> float:
     return best
 
 
+def _log_time(stamp: str) -> float:
+    """Epoch seconds of a log line's timestamp ("2026-11-29 05:04:20,817")."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def _tail_steps(folder: Path, last_epoch: float) -> str:
     """Seconds after the last epoch at which the run's log says each step of its end began."""
     steps = {"every expert has trained": "experts done", "all experts done": "figures and tables done",
@@ -58,8 +63,7 @@ def _tail_steps(folder: Path, last_epoch: float) -> str:
     for line in (folder / "app.log").read_text(errors="replace").splitlines():
         for text, name in steps.items():
             if text in line:
-                when = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                found.append(f"{name} +{when - last_epoch:.1f} s")
+                found.append(f"{name} +{_log_time(line[:23]) - last_epoch:.1f} s")
     return ", ".join(found)
 
 
@@ -71,8 +75,8 @@ def _training_times(folder: Path) -> dict[str, tuple[float, float]]:
         for line in path.read_text(errors="replace").splitlines():
             match = _LOG_TIME.match(line)
             if match:
-                when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                times.setdefault(path.stem, [math.nan, math.nan])[match.group(2) == "ended"] = when
+                ends = match.group(2) == "ended"
+                times.setdefault(path.stem, [math.nan, math.nan])[1 if ends else 0] = _log_time(match.group(1))
     return {key: (start, end) for key, (start, end) in times.items()}
 
 
@@ -167,7 +171,8 @@ def bench_main(tmp: Path, quick: bool) -> list[Row]:
     first_batch = min((t[0] for t in trained.values() if math.isfinite(t[0])), default=None)
     last_epoch = max((t[1] for t in trained.values() if math.isfinite(t[1])), default=None)
     largest = max(floor["experts"], key=lambda k: floor["experts"][k]["seconds"])
-    largest_wall = trained.get(largest, (math.nan, math.nan))[1] - trained.get(largest, (math.nan, math.nan))[0]
+    largest_start, largest_end = trained.get(largest, (math.nan, math.nan))
+    largest_wall = largest_end - largest_start
     ratio = wall / floor["floor_s"]
     bound = floor["largest_expert_s"]
     per_expert = "; ".join(f"{k}: {e['epochs']} epochs x {e['raw_epoch_s'] * 1e3:.1f} ms" for k, e in
