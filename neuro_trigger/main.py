@@ -108,10 +108,14 @@ def _main(argv: list[str] | None) -> int:
 
             start_process_server()  # first: its imports of torch and lightning are most of a run's start-up
         from neuro_trigger.config import resolve_config
+        from neuro_trigger.runner.options import check_launcher
+
+        # the mistakes these find end the command before torch is imported, and before the prompt
+        check_launcher(args.launcher or "local", args.slurm, args.detach, args.production)
+        resolve_config(args.config, args.modify, experts=[-1] if args.solo else None)
+        description = ask_description(args)
         from neuro_trigger.runner.api import train
 
-        resolve_config(args.config, args.modify, experts=[-1] if args.solo else None)  # fail before prompting
-        description = ask_description(args)
         result = train(args.config, args.modify, production=args.production, solo=args.solo,
                        description=description, log_root=args.log_root, verbose=args.verbose,
                        launcher=args.launcher or "local", slurm=args.slurm, detach=args.detach)

@@ -150,13 +150,20 @@ def test_list_shows_every_config_and_notes_the_broken_ones(monkeypatch, capsys):
     assert [r[0] for r in describe_configs(configs)] == list(configs)  # the three-column form still works
 
 
-def test_list_does_not_import_torch():
-    code = ("import sys; from neuro_trigger.main import main; rc = main(['--list']); "
-            "assert rc == 0, rc; bad = [m for m in ('torch', 'lightning') if m in sys.modules]; "
+def test_list_and_mistakes_in_config_or_launcher_do_not_import_torch():
+    """--list, and a mistake in the config, -m or the launcher options, end before torch is imported: a
+    one-line error comes at once, not after the seconds torch and lightning take to load."""
+    code = ("import sys; from neuro_trigger.main import main; "
+            "codes = [main(['--list']), main(['baseline_v2', '-m', 'act=tanh2']), main(['baseline_v22', '-p']), "
+            "main(['baseline_v2', '-p', '--launcher', 'pbs']), "
+            "main(['baseline_v2', '-p', '--launcher', 'slurm', '--slurm', 'queue=fast'])]; "
+            "assert codes == [0, 2, 2, 2, 2], codes; bad = [m for m in ('torch', 'lightning') if m in sys.modules]; "
             "assert not bad, bad")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert "baseline_v2" in done.stdout and "BROKEN" not in done.stdout
+    assert [line.split(":")[0] for line in done.stderr.splitlines()] == ["error"] * 4, done.stderr
 
 
 def test_registry_builds_without_import_time_torch():

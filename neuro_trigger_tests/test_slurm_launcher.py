@@ -193,11 +193,12 @@ def test_every_job_of_a_detached_run_cancelled_leaves_an_honest_summary(slurm_cl
 def test_settings_per_expert_and_from_the_command_line():
     """The config's `slurm` block, an expert's own block over it, `--slurm` over both; sbatch options from them."""
     from neuro_trigger.config import resolve_config
-    from neuro_trigger.runner.slurm import expert_settings, parse_cli_settings, sbatch_options
+    from neuro_trigger.runner.options import parse_slurm_settings
+    from neuro_trigger.runner.slurm import expert_settings, sbatch_options
 
     resolved = resolve_config("baseline_v2", ["slurm.partition=cpu", "expert_3.slurm.time_min=300",
                                               "slurm.extra={'qos': 'short'}"])
-    cli = parse_cli_settings(["mem_gb=2.5", "extra.constraint=avx2"])
+    cli = parse_slurm_settings(["mem_gb=2.5", "extra.constraint=avx2"])
     third = expert_settings(resolved["experts"]["expert_3"], cli)
     first = expert_settings(resolved["experts"]["expert_0"], cli)
     assert (third["time_min"], first["time_min"]) == (300, 60)

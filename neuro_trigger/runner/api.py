@@ -23,6 +23,7 @@ from neuro_trigger.run.folder import append_journal, create_run_folder, ensure_w
 from neuro_trigger.run.status import now, read_status, status_of
 from neuro_trigger.runner.console import setup_console, setup_logging, verdict_lines
 from neuro_trigger.runner.local import run_in_process, run_parallel, start_process_server
+from neuro_trigger.runner.options import check_launcher
 from neuro_trigger.training.hardware import check_hardware
 from neuro_trigger.training.stopping import RunLock, process_alive, stop_on_signals
 
@@ -30,7 +31,6 @@ log = logging.getLogger("neuro_trigger")
 
 DEBUG_ROOT = Path("/tmp/nt_pytorch_debug_log")
 DEBUG_MAX_EPOCHS = 10
-LAUNCHERS = ("local", "slurm")
 
 
 @dataclass
@@ -71,7 +71,7 @@ def train(
     """
     started = time.time()
     setup_console()
-    cli_slurm = _check_launcher(launcher, slurm, detach, production)
+    cli_slurm = check_launcher(launcher, slurm, detach, production)
     experts = [-1] if solo else None
     resolved = resolve_config(config, overrides, experts=experts)
     if not production:
@@ -119,22 +119,6 @@ def train(
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
-
-
-def _check_launcher(launcher: str, slurm: list[str] | tuple[str, ...], detach: bool,
-                    production: bool) -> dict[str, Any]:
-    """The launcher and its settings from the command line; returns the parsed `--slurm` settings."""
-    if launcher not in LAUNCHERS:
-        raise UserError(f"--launcher {launcher}: unknown launcher (choose from {', '.join(LAUNCHERS)})")
-    if launcher != "slurm" and (slurm or detach):
-        raise UserError("--slurm and --detach go with --launcher slurm")
-    if launcher == "slurm" and not production:
-        raise UserError("--launcher slurm runs production runs: add -p (a debug run trains in this process)")
-    if launcher != "slurm":
-        return {}
-    from neuro_trigger.runner import slurm as slurm_launcher
-
-    return slurm_launcher.parse_cli_settings(list(slurm))
 
 
 def _check_hardware(resolved: dict[str, Any], launcher: str, cli_slurm: dict[str, Any],

@@ -27,7 +27,7 @@ from typing import Any
 import submitit
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.config import SLURM_KEYS, check_slurm_settings, parse_override
+from neuro_trigger.config import SLURM_KEYS
 from neuro_trigger.data.selection import load_data
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts
@@ -53,25 +53,6 @@ SLURM_DEFAULTS = {name: key.default for name, key in SLURM_KEYS.items()}
 
 
 # ---------------------------------------------------------------------------------------------- settings
-def parse_cli_settings(items: list[str]) -> dict[str, Any]:
-    """`--slurm KEY=VALUE` items, held to the config's `slurm` block: values are read like `-m` values
-    (`120`, `None`, bare words as strings); `extra.NAME=VALUE` adds an sbatch option."""
-    settings: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise UserError(f"--slurm {item}: expected KEY=VALUE, e.g. --slurm partition=gpu time_min=120")
-        if name.startswith("extra."):  # an sbatch option: its value is sbatch's to read
-            settings.setdefault("extra", {})[name[len("extra."):]] = text
-            continue
-        try:
-            _, settings[name] = parse_override(f"slurm.{name}={text}")
-        except UserError as error:  # told as what the user typed
-            raise UserError(str(error).replace(f"-m slurm.{name}={text}", f"--slurm {item}")) from None
-    check_slurm_settings(settings, "--slurm " + " ".join(items))
-    return settings
-
-
 def expert_settings(config: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
     """An expert's SLURM settings: its config's `slurm` block (defaults filled in), then `--slurm`."""
     settings = {**SLURM_DEFAULTS, **(config.get("slurm") or {})}
