@@ -40,12 +40,13 @@ def _default_data() -> tuple[dict[str, list[str]], float]:
 def _import_floor(repeats: int = 3) -> float:
     """Seconds a fresh interpreter takes to import what the fork server preloads (the least of `repeats`): the
     first expert process is forked from that server, so no run's first mini-batch can come sooner."""
+    from neuro_trigger import REPO_ROOT
     from neuro_trigger.runner.processes import PRELOAD
 
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import " + ", ".join(PRELOAD)], check=True)
+        subprocess.run([sys.executable, "-c", "import " + ", ".join(PRELOAD)], check=True, cwd=REPO_ROOT)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -57,7 +58,7 @@ def _log_time(stamp: str) -> float:
 
 def _tail_steps(folder: Path, last_epoch: float) -> str:
     """Seconds after the last epoch at which the run's log says each step of its end began."""
-    steps = {"every expert has trained": "experts done", "all experts done": "figures and tables done",
+    steps = {"every expert has trained": "experts done", "all experts done": "figures and assembling done",
              "writing report.html": "report", "done in": "done"}
     found = []
     for line in (folder / "app.log").read_text(errors="replace").splitlines():

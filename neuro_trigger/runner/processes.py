@@ -11,11 +11,12 @@ import multiprocessing as mp
 import os
 import signal
 
-# What every job process needs, imported once in the fork server. Only third-party libraries: this project's
-# own modules are imported by each job from the files as they are when it starts, so a notebook that edits a
-# module runs the code that git_diff.txt records.
+# What every job process needs, imported once in the fork server. Only third-party libraries (and the one
+# module below): this project's own modules are imported by each job from the files as they are when it
+# starts, so a notebook that edits a module runs the code that git_diff.txt records.
+# runner.preloaded comes last: it freezes what the others made, out of the garbage collector's reach.
 PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementations.local", "pandas",
-           "matplotlib.figure", "matplotlib.backends.backend_agg"]
+           "matplotlib.figure", "matplotlib.backends.backend_agg", "neuro_trigger.runner.preloaded"]
 
 
 def process_context() -> mp.context.BaseContext:
