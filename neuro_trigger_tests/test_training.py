@@ -185,6 +185,8 @@ def test_cli_production_run(small_data, tmp_path):
     assert folder == tmp_path / "baseline_v2" / "version_0"
     check_run_folder(folder, ["expert_1", "expert_4"])
     assert read_summary(folder)["description"] == "cli test"
+    app_log = (folder / "app.log").read_text()
+    assert "the run's files assembled" in app_log and "failed" not in app_log  # by its job, not again here
 
 
 @pytest.mark.slow

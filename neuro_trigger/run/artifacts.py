@@ -90,9 +90,12 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
                 write_expert_plots(expert_dir, config, stores[split], split)
 
 
-def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str) -> None:
+def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str,
+                       report_figures: bool = True) -> None:
     """The figures of one expert on one split (the rows its filter keeps), from its saved predictions; the new
-    and the old network in the same figures, each titled with the expert and the split."""
+    and the old network in the same figures, each titled with the expert and the split. On a split of
+    report.html's figures also those (unless `report_figures` is False: a local run draws them in a job of
+    their own, `write_report_figures`)."""
     out = config["out_size"]
     part = np.load(expert_dir / f"prediction_{split}.npz", allow_pickle=False)
     rows, pred = part["rows"], part["pred"]
@@ -105,9 +108,16 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
     # key figures (TensorBoardPlots)
     pngs_to_tensorboard({name: folder / figure_file(name) for name in figures}, expert_dir / "tb", f"{split}/",
                         _best_epoch(expert_dir))
+    if report_figures:
+        write_report_figures(expert_dir, config, store, split)
+
+
+def write_report_figures(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str) -> None:
+    """report.html's figures of a finished expert on `split`, if it is one of the report's figure splits: drawn
+    now, while other experts may still train, rather than at the run's end."""
     from neuro_trigger.run.run_report import FIGURE_SPLITS, save_expert_figures
 
-    if split in FIGURE_SPLITS:  # report.html's figures of this expert, drawn now rather than at the run's end
+    if split in FIGURE_SPLITS:
         save_expert_figures(expert_dir, config, store, split)
 
 

@@ -1,7 +1,7 @@
 """The report of a training run's folder (`write_run_report`): the verdict per expert, the run and its
 experts, each finished expert's figures, the config, the data files, code and libraries, TensorBoard.
 
-The figures of an expert are drawn by its plot job as soon as it has finished (`save_expert_figures`), so
+An expert's figures are drawn by a job of their own once it has finished (`save_expert_figures`), so
 writing the report after the last expert mostly embeds PNGs that are already there.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _data_table(summary: dict) -> Table:
 
 def _figure_sections(folder: Path, resolved: dict, summary: dict, done: list[str],
                      stores: dict | None) -> list[Section]:
-    """Overlaid new-vs-old figures per finished expert on the FIGURE_SPLITS: those its plot job saved
+    """Overlaid new-vs-old figures per finished expert on the FIGURE_SPLITS: those its figures job saved
     (`save_expert_figures`) while they are still of its predictions, else drawn here."""
     sections: list[Section] = []
     for split in FIGURE_SPLITS:
@@ -185,8 +185,8 @@ def expert_figures(expert_dir: Path, config: dict, store, split: str,
 
 
 def save_expert_figures(expert_dir: Path, config: dict, store, split: str) -> None:
-    """Draw the report's figures of a finished expert into `expert_dir/plots/<split>/report/` (its plot job
-    does this while other experts still train), so that report.html, written after the last expert, only
+    """Draw the report's figures of a finished expert into `expert_dir/plots/<split>/report/` (a job of its
+    own, while other experts still train), so that report.html, written after the last expert, only
     embeds them. index.json, written last, names them and what they were drawn from."""
     from neuro_trigger.run.plots import save_figures
 

@@ -162,11 +162,15 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
 
 
 def finish_run(folder: Path, stores: dict[str, ColumnStore], tables_written: bool = False,
-               interrupted: bool = False) -> dict[str, Any]:
+               interrupted: bool = False, assembled: bool = False) -> dict[str, Any]:
     """The run-level files from what the experts left (summary.json, weights.json, predictions, report.html)
-    and the run's line in the journal; used after every launcher."""
+    and the run's line in the journal; used after every launcher. `assembled`: a job of the launcher has
+    already written all but report.html (artifacts.assemble)."""
     resolved = artifacts.read_json(folder / "config.json", "config.json")
-    summary = artifacts.assemble(folder, stores, tables_written=tables_written)
+    if assembled:
+        summary = artifacts.read_json(folder / "summary.json", "summary.json")
+    else:
+        summary = artifacts.assemble(folder, stores, tables_written=tables_written)
     _write_report(folder, stores)
     note = " [interrupted]" if interrupted or summary["status"] == "interrupted" else \
         " [failed]" if summary["status"] != "finished" else ""
@@ -215,9 +219,9 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
     the journal gets its line, and KeyboardInterrupt goes on to the caller.
     """
     try:
-        tables_written = False
+        assembled = False
         if resolved["mode"] == "production":
-            tables_written = run_parallel(folder, resolved, stores, counts, resume_from, show, unplotted, verbose)
+            assembled = run_parallel(folder, resolved, stores, counts, resume_from, show, unplotted, verbose)
         else:
             for key, split in unplotted:
                 artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
@@ -227,9 +231,9 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
         finish_run(folder, stores, interrupted=True)
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
-    log.info("all experts done: writing the prediction tables, weights.json and summary.json" if not tables_written
-             else "all experts done: writing weights.json and summary.json")
-    summary = finish_run(folder, stores, tables_written=tables_written)
+    log.info("all experts done: writing the prediction tables, weights.json and summary.json" if not assembled
+             else "all experts done, the run's files assembled")
+    summary = finish_run(folder, stores, assembled=assembled)
     return _report_end(folder, resolved, summary, started)
 
 
@@ -254,7 +258,7 @@ def resume(folder: Path, show_progress: bool = True, verbose: bool = False, laun
     resolved = artifacts.read_json(folder / "config.json", "--resume")
     summary = artifacts.read_json(folder / "summary.json", "--resume")
     launcher = launcher or resolved.get("launcher", {}).get("name", "local")
-    cli_slurm = _check_launcher(launcher, slurm, detach, resolved.get("mode") == "production")
+    cli_slurm = check_launcher(launcher, slurm, detach, resolved.get("mode") == "production")
     if launcher == "slurm" and not slurm:
         cli_slurm = resolved.get("launcher", {}).get("slurm", {})
     _refuse_live_jobs(folder, resolved)

@@ -2,7 +2,7 @@
 
 Processes come from a fork server that has imported the heavy libraries once; at most `workers` jobs
 run at once (on CPU at most one per core), the largest expert first, then each finished expert's
-figures, then the run's prediction tables. The split data are shared with the jobs as read-only
+figures, then the job assembling the run's files. The split data are shared with the jobs as read-only
 memory maps, never copied. A debug run trains its one expert in this process instead.
 """
 from __future__ import annotations
@@ -81,28 +81,33 @@ def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, p
         sys.exit(1)
 
 
-def _plot_child(folder: Path, key: str, split: str, handle: SharedColumns, run_pid: int) -> None:
-    """Entry point of a plotting job: the figures of one finished expert on one split."""
+def _figures_child(folder: Path, key: str, split: str, handle: SharedColumns, run_pid: int, report: bool) -> None:
+    """Entry point of a figures job: one finished expert's figures on one split, or (`report`) report.html's."""
     job_start(folder, f"{key}.log", run_pid)
     expert_logging(folder, key)
     config = json.loads((folder / "config.json").read_text())["experts"][key]
+    store = ColumnStore.from_shared(handle)
     try:
-        artifacts.write_expert_plots(folder / key, config, ColumnStore.from_shared(handle), split)
+        if report:
+            artifacts.write_report_figures(folder / key, config, store, split)
+        else:
+            artifacts.write_expert_plots(folder / key, config, store, split, report_figures=False)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
-        log.error("%s: the %s plots failed:\n%s", key, split, traceback.format_exc())
+        log.error("%s: the %s %sfigures failed:\n%s", key, split, "report " if report else "", traceback.format_exc())
         sys.exit(1)
 
 
-def _tables_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int) -> None:
-    """Entry point of the job writing the run's prediction tables once every expert has trained."""
+def _assemble_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int) -> None:
+    """Entry point of the job assembling the run's files (prediction tables, weights.json, summary.json) once
+    every expert has trained, while the last figures are still drawn."""
     job_start(folder, "app.log", run_pid)
     try:
-        artifacts.write_prediction_tables(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
+        artifacts.assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception:  # noqa: BLE001 - the parent writes them itself after a failure here
+    except Exception:  # noqa: BLE001 - the parent assembles the folder itself after a failure here
         traceback.print_exc()
         sys.exit(1)
 
@@ -146,14 +151,17 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                   resume_from: dict[str, Path | None], show: bool, unplotted: list[tuple[str, str]] = (),
                   verbose: bool = False) -> bool:
     """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
-    per core) at once; the split data are shared with them, not copied. Returns whether the prediction
-    tables were written (by a job of their own, once every expert has trained). Experts on a GPU share it:
-    `workers` of them at once; none of the processes is forked from one that has initialised CUDA."""
+    per core) at once; the split data are shared with them, not copied. Returns whether the run's folder was
+    assembled (by a job of its own, once every expert has trained: artifacts.assemble). Experts on a GPU share
+    it: `workers` of them at once; none of the processes is forked from one that has initialised CUDA."""
     keys = sorted(counts, key=lambda k: -counts[k])
     if not keys and not unplotted:
         return False
     workers = resolved["global"]["workers"]
-    jobs = len(keys) * (1 + len(artifacts.PLOT_SPLITS)) + len(unplotted)
+    # a finished expert's figures: one job per split, and one for report.html's figures
+    figure_jobs = [("plots", split) for split in artifacts.PLOT_SPLITS if split in stores] + \
+        [("report", split) for split in FIGURE_SPLITS if split in stores]
+    jobs = len(keys) * (1 + len(figure_jobs)) + 2 * len(unplotted)
     slots = max(1, min(workers, jobs))
     on_cpu = all(torch_device(resolved["experts"][k]).type == "cpu" for k in keys)
     if on_cpu:
@@ -162,17 +170,19 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
     threads = ctx.Value("i", threads_per_expert(slots))
     adaptive = bool(resolved["global"].get("adaptive_threads", False))
     run_pid = os.getpid()
-    log.info("%d processes at a time (trainings, then plots), %d CPU thread(s) per training", slots,
+    log.info("%d processes at a time (trainings, then figures), %d CPU thread(s) per training", slots,
              threads.value)
     shared = {split: store.to_shared() for split, store in stores.items()}
     progress = ctx.Queue()
     view = ProgressView(keys, show)
     # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
-    # its figures; ("tables",) writes the run's prediction tables once no expert is left to train.
-    # As jobs of their own, plots and tables keep every core busy while the last experts train.
-    pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted]
+    # its figures and ("report", key, split) report.html's; ("assemble",) writes the run's prediction tables,
+    # weights.json and summary.json once no expert is left to train. As jobs of their own, they keep every
+    # core busy while the last experts train, and the run's end waits only for the longest of them.
+    pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted] \
+        + [("report", key, split) for key, split in unplotted if split in FIGURE_SPLITS]
     running: dict[tuple[str, ...], Any] = {}
-    tables_written = False
+    assembled = False
     try:
         while pending or running:
             while pending and len(running) < slots:
@@ -182,11 +192,11 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                                        args=(folder, job[1], shared, threads, progress, resume_from.get(job[1]),
                                              run_pid, adaptive, verbose))
                     view.update({"expert": job[1], "status": "started"})
-                elif job[0] == "plots":
-                    proc = ctx.Process(target=_plot_child, name=f"{job[1]}-{job[2]}-plots",
-                                       args=(folder, job[1], job[2], shared[job[2]], run_pid))
+                elif job[0] in ("plots", "report"):
+                    proc = ctx.Process(target=_figures_child, name=f"{job[1]}-{job[2]}-{job[0]}",
+                                       args=(folder, job[1], job[2], shared[job[2]], run_pid, job[0] == "report"))
                 else:
-                    proc = ctx.Process(target=_tables_child, name="tables", args=(folder, shared, run_pid))
+                    proc = ctx.Process(target=_assemble_child, name="assemble", args=(folder, shared, run_pid))
                 try:
                     proc.start()
                 except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be sent to a process
@@ -207,17 +217,17 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                 if adaptive and not pending and running and on_cpu:
                     # the jobs still running may take over the freed cores (ThreadShare keeps them only if faster)
                     threads.value = max(1, min(4, cpu_cores() // len(running)))
-                if job[0] == "tables":
-                    tables_written = proc.exitcode == 0
-                    if not tables_written:
-                        log.warning("writing the prediction tables failed (exit code %s), see app.log; "
+                if job[0] == "assemble":
+                    assembled = proc.exitcode == 0
+                    if not assembled:
+                        log.warning("assembling the run's files failed (exit code %s), see app.log; "
                                     "trying again", proc.exitcode)
                     continue
                 key = job[1]
-                if job[0] == "plots":
+                if job[0] in ("plots", "report"):
                     if proc.exitcode != 0:
-                        log.warning("%s: the %s plots failed (exit code %s), see %s.log", key, job[2],
-                                    proc.exitcode, key)
+                        log.warning("%s: the %s %s failed (exit code %s), see %s.log", key, job[2],
+                                    "figures" if job[0] == "plots" else "report figures", proc.exitcode, key)
                     continue
                 record_exit(folder, key, proc.exitcode)
                 status = status_of(folder, key)
@@ -225,15 +235,13 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                     error = read_status(folder, key).get("error")
                     view.update({"expert": key, "status": status, **({"error": error} if error else {})})
                 else:
-                    # a split whose job also draws report.html's figures first: the longest job
-                    splits = sorted(artifacts.PLOT_SPLITS, key=lambda split: split not in FIGURE_SPLITS)
-                    pending += [("plots", key, split) for split in splits if split in shared]
+                    pending += [(kind, key, split) for kind, split in figure_jobs]
                 if not any(j[0] == "train" for j in [*pending, *running]):
-                    pending.insert(0, ("tables",))
-                    log.info("every expert has trained: drawing the figures (%d jobs) and writing the prediction "
-                             "tables", sum(j[0] == "plots" for j in [*pending, *running]))
+                    pending.insert(0, ("assemble",))  # the longest job of the run's end: first
+                    log.info("every expert has trained: drawing the figures (%d jobs) and assembling the run's "
+                             "files", sum(j[0] in ("plots", "report") for j in [*pending, *running]))
         _show_progress(progress, view)
-        return tables_written
+        return assembled
     except KeyboardInterrupt:
         log.warning("interrupted: stopping every expert")
         for proc in running.values():
