@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import functools
 import importlib.util
 import logging
 import math
@@ -335,26 +336,38 @@ def _failing_line(error: BaseException) -> str:
 
 
 def _line_of(source_file: Path | None, name: str, path: Sequence[str]) -> int | None:
-    """The line where `configs[name][path...]` is written, found by reading (not running) the file."""
-    if source_file is None or not source_file.exists():
+    """The line where `configs[name][path...]` is written (of the deepest of those keys written there), found by
+    reading (not running) the file."""
+    if source_file is None:
         return None
-    tree = ast.parse(source_file.read_text())
-    for node in ast.walk(tree):
+    try:
+        stat = source_file.stat()
+    except OSError:
+        return None
+    lines = _key_lines(str(source_file), stat.st_mtime_ns, stat.st_size)
+    keys = (name, *path)
+    return next((lines[keys[:n]] for n in range(len(keys), 0, -1) if keys[:n] in lines), None)
+
+
+@functools.lru_cache(maxsize=4)
+def _key_lines(source_file: str, mtime_ns: int, size: int) -> dict[tuple[str, ...], int]:
+    """Each key path of the file's `configs = {...}` and the line its key is on; parsed once per version of the
+    file (its mtime and size are part of the cache key): every checked value of a config asks for its line."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def index(node: ast.AST, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values, strict=True):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str) and (*prefix, k.value) not in lines:
+                    lines[(*prefix, k.value)] = k.lineno
+                    index(v, (*prefix, k.value))
+
+    for node in ast.walk(ast.parse(Path(source_file).read_text())):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "configs"
                                                 for t in node.targets) and isinstance(node.value, ast.Dict):
-            current: ast.AST = node.value
-            line = None
-            for part in (name, *path):
-                if not isinstance(current, ast.Dict):
-                    break
-                for k, v in zip(current.keys, current.values, strict=True):
-                    if isinstance(k, ast.Constant) and k.value == part:
-                        line, current = k.lineno, v
-                        break
-                else:
-                    break
-            return line
-    return None
+            index(node.value, ())
+            break
+    return lines
 
 
 @dataclass
@@ -674,24 +687,26 @@ def _finite(value: Any) -> bool:
 
 def _check_value(value: Any, spec: Key, dotted: str, origins: _Origins, here: tuple[str, ...],
                  context: str | None = None) -> None:
-    prefix = f"{origins.where(here)}: {context + ': ' if context else ''}key '{dotted}'"
+    def prefix() -> str:  # only when a value is wrong: finding its line reads the configs file
+        return f"{origins.where(here)}: {context + ': ' if context else ''}key '{dotted}'"
+
     if value is None:
         if spec.nullable:
             return
-        raise ConfigError(f"{prefix}: must not be None")
+        raise ConfigError(f"{prefix()}: must not be None")
     ok_types = spec.types + ((int,) if float in spec.types else ())
     if isinstance(value, bool) and bool not in spec.types or not isinstance(value, ok_types):
         names = " or ".join(t.__name__ for t in spec.types) + (" or None" if spec.nullable else "")
         hint = f"; e.g. {DIST_EXAMPLE}" if dotted.endswith("dist") else ""
-        raise ConfigError(f"{prefix}: expected {names}, got {type(value).__name__} {clip(repr(value))}{hint}")
+        raise ConfigError(f"{prefix()}: expected {names}, got {type(value).__name__} {clip(repr(value))}{hint}")
     if float in spec.types and isinstance(value, NUMBER) and not _finite(value):
-        raise ConfigError(f"{prefix}: must be a finite number, got {clip(repr(value))}")
+        raise ConfigError(f"{prefix()}: must be a finite number, got {clip(repr(value))}")
     if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"{prefix}: unknown name '{clip(str(value))}'{_suggest(str(value), spec.choices)}")
+        raise ConfigError(f"{prefix()}: unknown name '{clip(str(value))}'{_suggest(str(value), spec.choices)}")
     if spec.check is not None:
         problem = spec.check(value)
         if problem:
-            raise ConfigError(f"{prefix}: {problem}")
+            raise ConfigError(f"{prefix()}: {problem}")
     if spec.children is not None:
         for k, v in value.items():
             if k not in spec.children:
@@ -700,7 +715,7 @@ def _check_value(value: Any, spec: Key, dotted: str, origins: _Origins, here: tu
                                   f"{_suggest(str(k), list(spec.children))}")
             _check_value(v, spec.children[k], f"{dotted}.{k}", origins, (*here, k), context)
         if dotted.endswith("dist"):
-            _check_dist(value, prefix, origins, here, context)
+            _check_dist(value, prefix(), origins, here, context)
 
 
 def _check_dist(dist: Mapping, prefix: str, origins: _Origins, here: tuple[str, ...],
