@@ -247,8 +247,11 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
             split_result[f"all_{name}"] = split_metrics(store.y[rows, :out], pred[rows, :out],
                                                         store.y_old[rows, :out], loss)
         # the trigger's view over every finished expert's judged rows (each row once), as result_<split>.json
-        # has it per expert
-        rows = np.unique(np.concatenate(rows_filtered)) if rows_filtered else np.zeros(0, np.int64)
+        # has it per expert; a mask rather than np.unique, which sorts
+        judged = np.zeros(len(store), bool)
+        for part in rows_filtered:
+            judged[part] = True
+        rows = np.flatnonzero(judged)
         split_result["trigger_all"] = judge(store.y[rows], pred[rows, :out], store.y_old[rows], loss,
                                             store.expert[rows], store.ntracks[rows])
         for key in done:
@@ -295,8 +298,10 @@ def _write_prediction_table(store: ColumnStore, pred: np.ndarray, dst: Path) -> 
 
 def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | None:
     """Average each epoch-level metric over the experts (from their CSV logs) into mean_expert/ for
-    TensorBoard. Written with torch's SummaryWriter: the run's parent process never imports lightning."""
+    TensorBoard, one event per epoch holding every metric. Written with torch's SummaryWriter: the run's parent
+    process never imports lightning."""
     import pandas as pd
+    from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard import SummaryWriter
 
     frames = []
@@ -312,9 +317,9 @@ def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | No
     log_dir = run_folder / "mean_expert"
     with SummaryWriter(log_dir=str(log_dir)) as writer:
         for epoch, row in mean.iterrows():
-            for name, value in row.items():
-                if not math.isnan(value):
-                    writer.add_scalar(str(name), float(value), global_step=int(epoch))
+            values = [Summary.Value(tag=str(name), simple_value=float(value)) for name, value in row.items()
+                      if not math.isnan(value)]
+            writer.file_writer.add_summary(Summary(value=values), int(epoch))
     return log_dir
 
 
