@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
 from neuro_trigger.run.metrics import _theta_to_deg, _z_to_cm, residual_stats, trimmed_std
@@ -149,7 +149,10 @@ def _fig_vs_reco(q: _Quantity, nets: dict[str, _Net], what: str) -> Figure:
         ax.set_ylabel(f"{who} network {q.name} [{q.unit}]")
         _mark_empty(ax, nets[who][0].size)
         _title(ax, f"{who} network ({nets[who][0].size} tracks)")
-    fig.colorbar(image, cax=fig.add_axes((0.92, 0.11, 0.015, 0.75)), label="tracks").minorticks_off()
+    bar = fig.colorbar(image, cax=fig.add_axes((0.92, 0.11, 0.015, 0.75)), label="tracks")
+    bar.minorticks_off()
+    # 1, 10, 100 as plain numbers: the default 10^n labels go through mathtext, a third of this figure's drawing
+    bar.formatter = FuncFormatter(lambda value, _: f"{value:g}")
     fig.suptitle(_headed(what, f"network {q.name} vs reco {q.name}"), y=0.97, fontsize="medium")
     return fig
 
