@@ -236,8 +236,8 @@ def test_metrics_csv_has_one_row_per_epoch_and_tensorboard_steps_are_epochs(tmp_
 def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Path) -> None:
     """The readers of metrics.csv: artifacts.log_mean_over_experts and the resume's prepending of
     the epochs logged before it (experts._prepend_metrics)."""
-    from neuro_trigger.run.artifacts import log_mean_over_experts
-    from neuro_trigger.training.expert import _prepend_metrics, _read_metrics
+    from neuro_trigger.run.artifacts import log_mean_over_experts, read_expert_metrics
+    from neuro_trigger.training.expert import _prepend_metrics
 
     run = tmp_path / "run"
     _fit(run / "expert_0", epochs=2)
@@ -251,9 +251,26 @@ def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Pat
     np.testing.assert_allclose([value for _, value in means], first["val_loss"] + 0.5, rtol=1e-6)
 
     # a resume from epoch 1 on: the new logger wrote epochs 1 and 2, the earlier file had 0 and 1
-    earlier = _read_metrics(run / "expert_0")
+    earlier = read_expert_metrics(run / "expert_0")
     later = first.assign(epoch=[1, 2], step=[1, 2])
     later.to_csv(run / "expert_0" / "csv" / "metrics.csv", index=False)
     _prepend_metrics(run / "expert_0", earlier)
     merged = pd.read_csv(run / "expert_0" / "csv" / "metrics.csv")
     assert merged["epoch"].tolist() == [0, 1, 2] and merged["val_loss"].notna().all()
+
+
+def test_an_expert_killed_before_its_first_log_line_leaves_the_mean_and_a_resume_working(tmp_path: Path) -> None:
+    """An expert killed between its first checkpoint and its loggers' first write leaves an empty metrics.csv
+    (seen when a run's expert was SIGKILLed): the mean over experts is that of the others, a resume starts
+    from no earlier epochs, and neither stops the run's assembling."""
+    from neuro_trigger.run.artifacts import log_mean_over_experts, read_expert_metrics
+
+    run = tmp_path / "run"
+    _fit(run / "expert_0", epochs=2)
+    (run / "expert_3" / "csv").mkdir(parents=True)
+    (run / "expert_3" / "csv" / "metrics.csv").write_bytes(b"")
+    assert read_expert_metrics(run / "expert_3") is None
+    assert read_expert_metrics(run / "expert_4") is None  # no folder at all
+    first = pd.read_csv(run / "expert_0" / "csv" / "metrics.csv")
+    means = _scalars(log_mean_over_experts(run, ["expert_0", "expert_3", "expert_4"]), "val_loss")
+    np.testing.assert_allclose([value for _, value in means], first["val_loss"], rtol=1e-6)

@@ -296,6 +296,18 @@ def _write_prediction_table(store: ColumnStore, pred: np.ndarray, dst: Path) -> 
     write_predictions([s["path"] for s in store.sources], dst, pred, rows=[s["rows"] for s in store.sources])
 
 
+def read_expert_metrics(expert_dir: Path):
+    """The expert's epoch metrics (csv/metrics.csv) as a DataFrame; None where there are none yet: no file, or
+    an empty one (an expert killed before its loggers first wrote)."""
+    import pandas as pd
+
+    path = expert_dir / "csv" / "metrics.csv"
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+
+
 def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | None:
     """Average each epoch-level metric over the experts (from their CSV logs) into mean_expert/ for
     TensorBoard, one event per epoch holding every metric. Written with torch's SummaryWriter: the run's parent
@@ -306,11 +318,9 @@ def log_mean_over_experts(run_folder: Path, expert_keys: list[str]) -> Path | No
 
     frames = []
     for key in expert_keys:
-        csv = run_folder / key / "csv" / "metrics.csv"
-        if csv.exists():
-            table = pd.read_csv(csv)
-            if "epoch" in table:
-                frames.append(table.groupby("epoch").mean(numeric_only=True).drop(columns="step", errors="ignore"))
+        table = read_expert_metrics(run_folder / key)
+        if table is not None and "epoch" in table:
+            frames.append(table.groupby("epoch").mean(numeric_only=True).drop(columns="step", errors="ignore"))
     if not frames:
         return None
     mean = pd.concat(frames).groupby(level=0).mean()

@@ -94,7 +94,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     earlier_metrics = None
     if resume_from is not None:
         log.info("%s: resuming from %s", key, resume_from)
-        earlier_metrics = _read_metrics(expert_dir)  # the CSV logger starts a new file
+        earlier_metrics = artifacts.read_expert_metrics(expert_dir)  # the CSV logger starts a new file
     try:
         fit_expert(trainer, module, train_batches, val_batches, ckpt_path=str(resume_from) if resume_from else None)
     except (KeyboardInterrupt, SystemExit) as stop:
@@ -138,18 +138,11 @@ def fit_expert(trainer, module, train_batches, val_batches, ckpt_path: str | Non
         trainer.fit(module, train_dataloaders=train_batches, ckpt_path=ckpt_path)
 
 
-def _read_metrics(expert_dir: Path):
-    import pandas as pd
-
-    path = expert_dir / "csv" / "metrics.csv"
-    return pd.read_csv(path) if path.is_file() else None
-
-
 def _prepend_metrics(expert_dir: Path, earlier) -> None:
     """Keep the epochs logged before a resume: the resumed logger rewrote metrics.csv from its epoch on."""
     import pandas as pd
 
-    now = _read_metrics(expert_dir)
+    now = artifacts.read_expert_metrics(expert_dir)
     if now is None or now.empty:
         merged = earlier
     else:
