@@ -161,8 +161,13 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
     # a finished expert's figures: one job per split, and one for report.html's figures
     figure_jobs = [("plots", split) for split in artifacts.PLOT_SPLITS if split in stores] + \
         [("report", split) for split in FIGURE_SPLITS if split in stores]
-    jobs = len(keys) * (1 + len(figure_jobs)) + 2 * len(unplotted)
-    slots = max(1, min(workers, jobs))
+    # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
+    # its figures and ("report", key, split) report.html's; ("assemble",) writes the run's prediction tables,
+    # weights.json and summary.json once no expert is left to train. As jobs of their own, they keep every
+    # core busy while the last experts train, and the run's end waits only for the longest of them.
+    pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted] \
+        + [("report", key, split) for key, split in unplotted if split in FIGURE_SPLITS]
+    slots = max(1, min(workers, len(pending) + len(keys) * len(figure_jobs)))
     on_cpu = all(torch_device(resolved["experts"][k]).type == "cpu" for k in keys)
     if on_cpu:
         slots = min(slots, cpu_cores())
@@ -175,12 +180,6 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
     shared = {split: store.to_shared() for split, store in stores.items()}
     progress = ctx.Queue()
     view = ProgressView(keys, show)
-    # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
-    # its figures and ("report", key, split) report.html's; ("assemble",) writes the run's prediction tables,
-    # weights.json and summary.json once no expert is left to train. As jobs of their own, they keep every
-    # core busy while the last experts train, and the run's end waits only for the longest of them.
-    pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted] \
-        + [("report", key, split) for key, split in unplotted if split in FIGURE_SPLITS]
     running: dict[tuple[str, ...], Any] = {}
     assembled = False
     try:
