@@ -2,7 +2,7 @@
 
     python neuro_trigger/compare.py RUN_A RUN_B [...] [--split test] [--data FILE ...] [--cut CM]
 
-Parses the arguments and calls `neuro_trigger.run.comparison.compare`, then prints the table and the folder
+Parses the arguments and calls `neuro_trigger.judge.comparison.compare`, then prints the table and the folder
 it wrote (log/comparisons/<name>_N/). A mistake a user can make ends in one line on stderr and exit code 2,
 with nothing written.
 """
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(args.runs) < 2:
             raise UserError(f"compare needs at least two runs, got {len(args.runs)}")
-        from neuro_trigger.run.comparison import compare, format_table
-        from neuro_trigger.run.metrics import TRIGGER_CUT_CM
+        from neuro_trigger.judge.comparison import compare, format_table
+        from neuro_trigger.judge.metrics import TRIGGER_CUT_CM
 
         data = [Path(p).absolute() for p in args.data] if args.data else None
         result = compare([find_run(r, log_root) for r in args.runs], split=args.split, data=data,

@@ -2,7 +2,7 @@
 
     python neuro_trigger/evaluate.py RUN_FOLDER [--data FILE ...] [--split val|test] [--cut CM]
 
-Parses the arguments and calls `neuro_trigger.run.evaluation.evaluate`, which writes a new folder
+Parses the arguments and calls `neuro_trigger.judge.evaluation.evaluate`, which writes a new folder
 RUN_FOLDER/evaluations/<name>_N/ (metrics.json, the prediction table, the figures, report.html); prints a
 short verdict table and that folder. A mistake a user can make ends in one line on stderr and exit code 2,
 with nothing written.
@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from neuro_trigger.errors import UserError  # noqa: E402
 
-DEFAULT_CUT_CM = 15.0  # the trigger's cut (neuro_trigger.run.metrics.TRIGGER_CUT_CM, without importing numpy here)
+DEFAULT_CUT_CM = 15.0  # the trigger's cut (neuro_trigger.judge.metrics.TRIGGER_CUT_CM, without importing numpy here)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.data and args.split:
             raise UserError("give --data or --split, not both (--split names the run's own data)")
-        from neuro_trigger.run.evaluation import evaluate
+        from neuro_trigger.judge.evaluation import evaluate
 
         result = evaluate(args.run_folder, data=args.data, split=args.split or "test", cut_cm=args.cut)
     except UserError as error:

@@ -1,4 +1,4 @@
-"""Comparing runs: `neuro_trigger.run.comparison.compare` and the CLI `neuro_trigger/compare.py`.
+"""Comparing runs: `neuro_trigger.judge.comparison.compare` and the CLI `neuro_trigger/compare.py`.
 
 Two tiny real runs (experts 2 and 4, one epoch) with different configs and different train/test files: run A
 (custom, tanh/2) and run B (baseline_v2, softsign, expert 4 with its own learning rate, trained on other
@@ -22,7 +22,7 @@ from neuro_trigger.compare import main
 from neuro_trigger.data.dataset import load_split
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
-from neuro_trigger.run.comparison import OTHER_DATA, compare, config_diff, flatten
+from neuro_trigger.judge.comparison import OTHER_DATA, compare, config_diff, flatten
 
 
 def _config(train: Path, val: Path, test: Path, **keys) -> dict:
@@ -92,8 +92,8 @@ def test_table_has_a_row_per_run_and_expert(runs, compared):
 
 def test_numbers_are_judge_on_the_common_data(runs, compared):
     """B's expert-4 row equals judge() recomputed here on A's test rows, not on B's own test split."""
-    from neuro_trigger.run.evaluation import load_networks, predict
-    from neuro_trigger.run.metrics import judge
+    from neuro_trigger.judge.evaluation import load_networks, predict
+    from neuro_trigger.judge.metrics import judge
 
     store = load_split([runs["test_a"]])
     nets = load_networks(runs["b"])

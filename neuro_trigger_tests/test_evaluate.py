@@ -22,7 +22,7 @@ from neuro_trigger.data.neuroresults import file_hash, write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.evaluate import main
-from neuro_trigger.run.evaluation import evaluate, load_networks, predict
+from neuro_trigger.judge.evaluation import evaluate, load_networks, predict
 from neuro_trigger.runner.api import train
 
 EXPERTS = [2, 4]
@@ -205,7 +205,7 @@ def test_data_without_rows_of_the_trained_experts_is_an_error(run) -> None:
 
 def test_a_failure_while_writing_leaves_no_folder(run, monkeypatch, capsys) -> None:
     """A full disk half-way through the evaluation folder: one line, exit 2, the folder removed again."""
-    from neuro_trigger.run import evaluation
+    from neuro_trigger.judge import evaluation
     from neuro_trigger.run.files import DiskFullError
 
     def full(folder: Path, *args) -> None:

@@ -19,7 +19,7 @@ from neuro_trigger.config import resolve_config
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.run.metrics import (
+from neuro_trigger.judge.metrics import (
     THETA_BIN_EDGES_DEG,
     Z_BIN_EDGES_CM,
     _theta_to_deg,
@@ -28,7 +28,7 @@ from neuro_trigger.run.metrics import (
     efficiency_vs_z,
     trigger_metrics,
 )
-from neuro_trigger.run.plots import (
+from neuro_trigger.judge.plots import (
     describe,
     figure_file,
     figure_names,
@@ -322,7 +322,7 @@ def test_key_figures_are_drawn_within_their_share_of_the_training_time(tmp_path:
 
 
 def test_residual_histograms_count_every_row_on_the_figures_ranges() -> None:
-    from neuro_trigger.run.plots import residual_histograms
+    from neuro_trigger.judge.plots import residual_histograms
 
     target, pred, _, _ = _synthetic(500)
     pred[0, 0] = 5.0  # far outside the plotted range: counted in the outer bin

@@ -24,9 +24,9 @@ from PIL import Image
 
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
-from neuro_trigger.run import report, run_report
-from neuro_trigger.run.metrics import judge
-from neuro_trigger.run.report import (
+from neuro_trigger.judge import report, run_report
+from neuro_trigger.judge.metrics import judge
+from neuro_trigger.judge.report import (
     BETTER_MARK,
     Code,
     Figures,
@@ -36,7 +36,7 @@ from neuro_trigger.run.report import (
     verdict_table,
     write_report,
 )
-from neuro_trigger.run.run_report import write_run_report
+from neuro_trigger.judge.run_report import write_run_report
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_BROWSER = REPO / "scripts" / "install_browser.sh"
@@ -310,7 +310,7 @@ def test_run_report_of_a_partly_finished_run(run_folder: Path, tmp_path: Path) -
 def test_broken_run_folder_gives_a_warning_and_no_exception(tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "config.json").write_text("{ not json")
-    with caplog.at_level(logging.WARNING, logger="neuro_trigger.run.run_report"):
+    with caplog.at_level(logging.WARNING, logger="neuro_trigger.judge.run_report"):
         assert write_run_report(tmp_path) is None
         assert write_run_report(tmp_path / "missing") is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -5,7 +5,7 @@
                                               [--split val] [--out docs/physics] [--reference] [--old]
 
 Each RUN is a run folder (`log/<config>/version_N`). For every expert a run trained, the script reads
-`expert_N/result_<split>.json` ("trigger" -> "new": the judge output of neuro_trigger/run/metrics.py) and
+`expert_N/result_<split>.json` ("trigger" -> "new": the judge output of neuro_trigger/judge/metrics.py) and
 `summary.json` (epochs), and computes what issue 12 asks of a network that is unbiased across z:
 
 - max |bias|: the largest |mean residual| (reco z - predicted z) over the 10 cm reco-z bins from -100 to
@@ -133,7 +133,7 @@ def reference_bins(folder: Path, split: str) -> dict[str, dict]:
     from neuro_trigger import REPO_ROOT
     from neuro_trigger.data.neuroresults import read_neuroresults
     from neuro_trigger.data.toy_mc import reference_fit
-    from neuro_trigger.run import metrics
+    from neuro_trigger.judge import metrics
 
     config = json.loads((Path(folder) / "config.json").read_text())
     paths = config["global"]["data"][split]

@@ -30,6 +30,8 @@ from neuro_trigger.data.filters import (
 from neuro_trigger.data.neuroresults import write_predictions
 from neuro_trigger.data.selection import apply_compare_to, expert_rows, load_data  # noqa: F401 - also artifacts.*
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.metrics import split_metrics
+from neuro_trigger.judge.plots import figure_file, figure_names, pngs_to_tensorboard, prediction_figures, save_figures
 from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
     DiskFullError,
     disk_full_is_user_error,
@@ -41,8 +43,6 @@ from neuro_trigger.run.files import (  # noqa: F401 - also used as artifacts.*
     write_json,
 )
 from neuro_trigger.run.folder import library_versions
-from neuro_trigger.run.metrics import split_metrics
-from neuro_trigger.run.plots import figure_file, figure_names, pngs_to_tensorboard, prediction_figures, save_figures
 from neuro_trigger.run.status import summary_status
 from neuro_trigger.run.weights import (  # noqa: F401 - also used as artifacts.*
     MODULE_PREFIX,
@@ -66,7 +66,7 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
     weights, and (unless `plots` is False: a parallel run draws them in jobs of their own) the plots."""
     import torch
 
-    from neuro_trigger.run.metrics import judge
+    from neuro_trigger.judge.metrics import judge
     out = config["out_size"]
     filtered = _is_filtered(config)
     for split, store in stores.items():
@@ -115,7 +115,7 @@ def write_expert_plots(expert_dir: Path, config: dict[str, Any], store: ColumnSt
 def write_report_figures(expert_dir: Path, config: dict[str, Any], store: ColumnStore, split: str) -> None:
     """report.html's figures of a finished expert on `split`, if it is one of the report's figure splits: drawn
     now, while other experts may still train, rather than at the run's end."""
-    from neuro_trigger.run.run_report import FIGURE_SPLITS, save_expert_figures
+    from neuro_trigger.judge.run_report import FIGURE_SPLITS, save_expert_figures
 
     if split in FIGURE_SPLITS:
         save_expert_figures(expert_dir, config, store, split)
@@ -225,7 +225,7 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     summary.json (metrics per split: "all_unfiltered", "all_filtered", "trigger_all" and each expert's
     result_<split>.json). A full disk while writing them still leaves an honest summary.json (status "failed",
     the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
-    from neuro_trigger.run.metrics import judge
+    from neuro_trigger.judge.metrics import judge
 
     resolved = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())

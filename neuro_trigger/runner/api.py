@@ -239,7 +239,7 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
 
 def _write_report(folder: Path, stores: dict[str, ColumnStore]) -> None:
     """report.html of the run (it never fails a run: a problem there is a warning)."""
-    from neuro_trigger.run.run_report import write_run_report
+    from neuro_trigger.judge.run_report import write_run_report
 
     log.info("writing report.html")
     write_run_report(folder, stores)
@@ -286,7 +286,7 @@ def resume(folder: Path, show_progress: bool = True, verbose: bool = False, laun
 
 def _missing_figures(folder: Path, resolved: dict[str, Any]) -> list[tuple[str, str]]:
     """(expert, split) of finished experts that lack any of their figures (a run stopped while drawing them)."""
-    from neuro_trigger.run.plots import figure_file, figure_names
+    from neuro_trigger.judge.plots import figure_file, figure_names
 
     missing = []
     for key, config in resolved["experts"].items():

@@ -23,8 +23,8 @@ from typing import Any
 from neuro_trigger import cpu_cores
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.report import FIGURE_SPLITS
 from neuro_trigger.run import artifacts
-from neuro_trigger.run.report import FIGURE_SPLITS
 from neuro_trigger.run.status import (
     mark_failed_at_start,
     read_status,

@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
-from neuro_trigger.run.metrics import _theta_to_deg, _z_to_cm, residual_stats, trimmed_std
-from neuro_trigger.run.overlays import overlay_figures  # noqa: F401 - part of this module's interface
+from neuro_trigger.judge.metrics import _theta_to_deg, _z_to_cm, residual_stats, trimmed_std
+from neuro_trigger.judge.overlays import overlay_figures  # noqa: F401 - part of this module's interface
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100

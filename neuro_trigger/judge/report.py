@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from neuro_trigger.judge.metrics import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
 from neuro_trigger.run.files import write_atomic
-from neuro_trigger.run.metrics import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def png_bytes(figure: Figure | bytes) -> bytes:
         if not bytes(figure[:8]) == PNG_SIGNATURE:
             raise ValueError("figure bytes are not a PNG")
         return bytes(figure)
-    from neuro_trigger.run.plots import figure_to_png
+    from neuro_trigger.judge.plots import figure_to_png
 
     return figure_to_png(figure, dpi=FIGURE_DPI)
 
@@ -398,7 +398,7 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
 def __getattr__(name: str) -> Any:
     # write_run_report lived here until run/run_report.py took it; kept for existing notebooks and scripts
     if name == "write_run_report":
-        from neuro_trigger.run import run_report
+        from neuro_trigger.judge import run_report
 
         return run_report.write_run_report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,7 +34,7 @@ from neuro_trigger import REPO_ROOT, registry
 from neuro_trigger.data.dataset import ColumnStore, load_split
 from neuro_trigger.data.neuroresults import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
-from neuro_trigger.run import metrics
+from neuro_trigger.judge import metrics
 from neuro_trigger.run.files import read_json, write_atomic, write_json
 from neuro_trigger.run.folder import library_versions
 from neuro_trigger.run.weights import MODULE_PREFIX, expert_tensors
@@ -459,7 +459,7 @@ def _figures(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarr
              what: str) -> dict[str, dict[str, bytes]]:
     """The overlaid figures (new and old network) per expert and, with more than one network, over all
     experts, as PNG files under plots/<expert_N | all>/; returns their bytes by group and caption."""
-    from neuro_trigger.run import plots
+    from neuro_trigger.judge import plots
 
     groups: list[tuple[str, str, np.ndarray, int]] = []
     for e in nets.networks:
@@ -496,7 +496,7 @@ def _run_git_id(nets: RunNetworks) -> str:
 def _report(folder: Path, nets: RunNetworks, result: dict[str, Any], figures: dict[str, dict[str, bytes]],
             what: str) -> None:
     """report.html: the verdict table, the figures, then what was evaluated on which data with which code."""
-    from neuro_trigger.run import report
+    from neuro_trigger.judge import report
 
     rows = result["rows"]
     sections: list[Any] = [report.verdict_table(result["experts"], result["all"])]

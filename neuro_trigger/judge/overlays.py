@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from neuro_trigger.errors import UserError
-from neuro_trigger.run.metrics import (
+from neuro_trigger.judge.metrics import (
     BACKGROUND_CM,
     IP_CM,
     THETA_BIN_EDGES_DEG,
