@@ -19,12 +19,13 @@ from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import check_data_files, check_rows, load_data
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts
-from neuro_trigger.run.folder import append_journal, create_run_folder, ensure_writable, write_git_snapshot
-from neuro_trigger.run.status import now, read_status, status_of
+from neuro_trigger.run.folder import create_run_folder, ensure_writable, write_git_snapshot
+from neuro_trigger.run.status import read_status, status_of
 from neuro_trigger.runner.console import setup_console, setup_logging, verdict_lines
+from neuro_trigger.runner.finish import finish_run
 from neuro_trigger.runner.local import run_in_process, run_parallel, start_process_server
 from neuro_trigger.runner.options import check_launcher
-from neuro_trigger.training.hardware import check_hardware
+from neuro_trigger.training.devices import check_hardware
 from neuro_trigger.training.stopping import RunLock, process_alive, stop_on_signals
 
 log = logging.getLogger("neuro_trigger")
@@ -161,25 +162,6 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
     return _report_end(folder, resolved, summary, started)
 
 
-def finish_run(folder: Path, stores: dict[str, ColumnStore], tables_written: bool = False,
-               interrupted: bool = False, assembled: bool = False) -> dict[str, Any]:
-    """The run-level files from what the experts left (summary.json, weights.json, predictions, report.html)
-    and the run's line in the journal; used after every launcher. `assembled`: a job of the launcher has
-    already written all but report.html (artifacts.assemble)."""
-    resolved = artifacts.read_json(folder / "config.json", "config.json")
-    if assembled:
-        summary = artifacts.read_json(folder / "summary.json", "summary.json")
-    else:
-        summary = artifacts.assemble(folder, stores, tables_written=tables_written)
-    _write_report(folder, stores)
-    note = " [interrupted]" if interrupted or summary["status"] == "interrupted" else \
-        " [failed]" if summary["status"] != "finished" else ""
-    append_journal(folder.parent.parent / "log.txt", {
-        "time": now(), "config": resolved["name"], "folder": str(folder),
-        "description": resolved.get("description", "") + note})
-    return summary
-
-
 def _report_end(folder: Path, resolved: dict[str, Any], summary: dict[str, Any], started: float) -> RunResult:
     for line in verdict_lines(summary, resolved):
         log.info("%s", line)
@@ -235,14 +217,6 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
              else "all experts done, the run's files assembled")
     summary = finish_run(folder, stores, assembled=assembled)
     return _report_end(folder, resolved, summary, started)
-
-
-def _write_report(folder: Path, stores: dict[str, ColumnStore]) -> None:
-    """report.html of the run (it never fails a run: a problem there is a warning)."""
-    from neuro_trigger.judge.run_report import write_run_report
-
-    log.info("writing report.html")
-    write_run_report(folder, stores)
 
 
 def resume(folder: Path, show_progress: bool = True, verbose: bool = False, launcher: str | None = None,

@@ -42,6 +42,7 @@ from neuro_trigger.run.status import (
     write_progress,
 )
 from neuro_trigger.runner.console import ProgressView
+from neuro_trigger.runner.finish import finish_run
 from neuro_trigger.training.expert import expert_logging, run_expert
 from neuro_trigger.training.stopping import stop_job_on_signals
 
@@ -189,8 +190,6 @@ def tables_job(folder: str) -> str:
 
 def assemble_job(folder: str, interrupted: bool = False) -> str:
     """summary.json, weights.json, report.html and the journal line, once every other job has ended."""
-    from neuro_trigger.runner.api import finish_run
-
     folder = Path(folder)
     if not interrupted:
         stop_job_on_signals()

@@ -1,0 +1,44 @@
+"""The end of every run, whichever launcher trained it: the run-level files and the journal line.
+
+Both launchers end here (runner/api.py after local runs, runner/slurm.py's assemble job), so neither
+needs the other.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from neuro_trigger.data.dataset import ColumnStore
+from neuro_trigger.run import artifacts
+from neuro_trigger.run.folder import append_journal
+from neuro_trigger.run.status import now
+
+log = logging.getLogger("neuro_trigger")
+
+
+def finish_run(folder: Path, stores: dict[str, ColumnStore], tables_written: bool = False,
+               interrupted: bool = False, assembled: bool = False) -> dict[str, Any]:
+    """The run-level files from what the experts left (summary.json, weights.json, predictions, report.html)
+    and the run's line in the journal; used after every launcher. `assembled`: a job of the launcher has
+    already written all but report.html (artifacts.assemble)."""
+    resolved = artifacts.read_json(folder / "config.json", "config.json")
+    if assembled:
+        summary = artifacts.read_json(folder / "summary.json", "summary.json")
+    else:
+        summary = artifacts.assemble(folder, stores, tables_written=tables_written)
+    _write_report(folder, stores)
+    note = " [interrupted]" if interrupted or summary["status"] == "interrupted" else \
+        " [failed]" if summary["status"] != "finished" else ""
+    append_journal(folder.parent.parent / "log.txt", {
+        "time": now(), "config": resolved["name"], "folder": str(folder),
+        "description": resolved.get("description", "") + note})
+    return summary
+
+
+def _write_report(folder: Path, stores: dict[str, ColumnStore]) -> None:
+    """report.html of the run (it never fails a run: a problem there is a warning)."""
+    from neuro_trigger.judge.run_report import write_run_report
+
+    log.info("writing report.html")
+    write_run_report(folder, stores)
