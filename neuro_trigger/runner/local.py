@@ -40,8 +40,8 @@ from neuro_trigger.runner.processes import (  # noqa: F401 - also runner.local.*
     start_process_server,
     stop_process_server,
 )
+from neuro_trigger.training.devices import gpu_count, torch_device
 from neuro_trigger.training.expert import expert_logging, run_expert
-from neuro_trigger.training.hardware import gpu_count, torch_device
 from neuro_trigger.training.stopping import stop_job_on_signals, watch_parent
 
 log = logging.getLogger("neuro_trigger")

@@ -19,7 +19,7 @@ from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
 from neuro_trigger.run import artifacts
 from neuro_trigger.run.status import now, write_status
-from neuro_trigger.training.hardware import torch_device, trainer_hardware
+from neuro_trigger.training.devices import torch_device, trainer_hardware
 from neuro_trigger.training.stopping import process_start_time
 
 log = logging.getLogger("neuro_trigger")

@@ -1,5 +1,5 @@
 """Hardware chosen by the config: `accelerator`, `devices` and `precision`, globally, per expert and by -m;
-checked against the machine before a run folder is made (training/hardware.py), and turned into the
+checked against the machine before a run folder is made (training/devices.py), and turned into the
 Trainer's arguments and the device of an expert's tensors.
 
 The CLI cases run `neuro_trigger/main.py` as a real process: exit code 2, one line on stderr, no run
@@ -21,7 +21,7 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.config import ConfigError, resolve_config
 from neuro_trigger.errors import UserError
 from neuro_trigger.training import hardware
-from neuro_trigger.training.hardware import check_hardware, torch_device, trainer_hardware
+from neuro_trigger.training.devices import check_hardware, torch_device, trainer_hardware
 
 HAS_GPU = torch.cuda.device_count() > 0
 needs_no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks what happens on a machine without a CUDA GPU")
