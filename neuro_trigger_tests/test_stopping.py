@@ -268,12 +268,31 @@ def test_job_processes_stop_when_sigint_was_ignored_by_the_shell():
 
 
 def _sleeping_job(run_pid: int, ready) -> None:
-    from neuro_trigger.training.stopping import stop_job_on_signals, watch_parent
+    from neuro_trigger.training.stopping import job_process
 
-    stop_job_on_signals()
-    watch_parent(run_pid)
-    ready.set()
-    try:
+    with job_process(run_pid):
+        ready.set()
         time.sleep(120)
-    except KeyboardInterrupt:
-        sys.exit(130)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_job_interrupted_in_its_first_moment_exits_as_interrupted(signum: int):
+    """A signal that arrives while a job is still starting (here: the instant its handlers are set up) ends it
+    with 128 + the signal, which the runner reads as interrupted, not with 1, which it reads as failed."""
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_job_stopped_at_once, args=(os.getpid(), signum))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 128 + signum
+
+
+def _job_stopped_at_once(run_pid: int, signum: int) -> None:
+    from neuro_trigger.training import stopping
+
+    def stop_now() -> None:
+        set_up()
+        os.kill(os.getpid(), signum)
+
+    set_up, stopping.stop_job_on_signals = stopping.stop_job_on_signals, stop_now
+    with stopping.job_process(run_pid):
+        time.sleep(60)

@@ -42,74 +42,72 @@ from neuro_trigger.runner.processes import (  # noqa: F401 - also runner.local.*
 )
 from neuro_trigger.training.devices import gpu_count, torch_device
 from neuro_trigger.training.expert import expert_logging, run_expert
-from neuro_trigger.training.stopping import stop_job_on_signals, watch_parent
+from neuro_trigger.training.stopping import job_process
 
 log = logging.getLogger("neuro_trigger")
 
 
-def job_start(folder: Path, log_name: str, run_pid: int) -> None:
-    """First steps of every job process: output into its log, SIGTERM/SIGHUP like Ctrl-C, and stop
-    by itself if the run's process (`run_pid`) dies."""
+def job_output(folder: Path, log_name: str) -> None:
+    """A job's stdout and stderr go to its log in the run folder."""
     log_fd = os.open(folder / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    stop_job_on_signals()
-    watch_parent(run_pid)
 
 
 def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, progress,
            resume_from: Path | None, run_pid: int, adaptive: bool, verbose: bool) -> None:
-    """Entry point of an expert process: its output goes to its own log, its status to status.json."""
+    """Entry point of an expert process: its output goes to its own log, its status to status.json. An
+    interrupt before its training started exits 130 too: the parent reads the status and marks it interrupted."""
     import torch
 
-    job_start(folder, f"{key}.log", run_pid)
-    expert_logging(folder, key)
-    log.info("%s: process %d started", key, os.getpid())
-    torch.set_num_threads(threads.value)
-    stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
-    try:
-        run_expert(folder, key, stores, progress.put, resume_from, threads if adaptive else None, plots=False,
-                   verbose=verbose)
-    except KeyboardInterrupt:
-        progress.cancel_join_thread()  # never wait at exit for a runner that may no longer read
-        sys.exit(130)  # the parent reads the status; it marks an expert interrupted before its training started
-    except BaseException as error:  # noqa: BLE001 - every failure must reach status.json
-        log.error("%s failed:\n%s", key, traceback.format_exc())
-        write_failure(folder, key, error)
-        progress.put({"expert": key, "status": "failed", "error": str(error)})
-        sys.exit(1)
+    with job_process(run_pid):
+        job_output(folder, f"{key}.log")
+        expert_logging(folder, key)
+        log.info("%s: process %d started", key, os.getpid())
+        torch.set_num_threads(threads.value)
+        stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
+        try:
+            run_expert(folder, key, stores, progress.put, resume_from, threads if adaptive else None, plots=False,
+                       verbose=verbose)
+        except KeyboardInterrupt:
+            progress.cancel_join_thread()  # never wait at exit for a runner that may no longer read
+            raise
+        except BaseException as error:  # noqa: BLE001 - every failure must reach status.json
+            log.error("%s failed:\n%s", key, traceback.format_exc())
+            write_failure(folder, key, error)
+            progress.put({"expert": key, "status": "failed", "error": str(error)})
+            sys.exit(1)
 
 
 def _figures_child(folder: Path, key: str, split: str, handle: SharedColumns, run_pid: int, report: bool) -> None:
     """Entry point of a figures job: one finished expert's figures on one split, or (`report`) report.html's."""
-    job_start(folder, f"{key}.log", run_pid)
-    expert_logging(folder, key)
-    config = json.loads((folder / "config.json").read_text())["experts"][key]
-    store = ColumnStore.from_shared(handle)
-    try:
-        if report:
-            artifacts.write_report_figures(folder / key, config, store, split)
-        else:
-            artifacts.write_expert_plots(folder / key, config, store, split, report_figures=False)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
-        log.error("%s: the %s %sfigures failed:\n%s", key, split, "report " if report else "", traceback.format_exc())
-        sys.exit(1)
+    with job_process(run_pid):
+        job_output(folder, f"{key}.log")
+        expert_logging(folder, key)
+        config = json.loads((folder / "config.json").read_text())["experts"][key]
+        store = ColumnStore.from_shared(handle)
+        try:
+            if report:
+                artifacts.write_report_figures(folder / key, config, store, split)
+            else:
+                artifacts.write_expert_plots(folder / key, config, store, split, report_figures=False)
+        except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
+            log.error("%s: the %s %sfigures failed:\n%s", key, split, "report " if report else "",
+                      traceback.format_exc())
+            sys.exit(1)
 
 
 def _assemble_child(folder: Path, handles: dict[str, SharedColumns], run_pid: int) -> None:
     """Entry point of the job assembling the run's files (prediction tables, weights.json, summary.json) once
     every expert has trained, while the last figures are still drawn."""
-    job_start(folder, "app.log", run_pid)
-    try:
-        artifacts.assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception:  # noqa: BLE001 - the parent assembles the folder itself after a failure here
-        traceback.print_exc()
-        sys.exit(1)
+    with job_process(run_pid):
+        job_output(folder, "app.log")
+        try:
+            artifacts.assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
+        except Exception:  # noqa: BLE001 - the parent assembles the folder itself after a failure here
+            traceback.print_exc()
+            sys.exit(1)
 
 
 def run_in_process(folder: Path, keys: list[str], stores: dict[str, ColumnStore],

@@ -15,6 +15,7 @@ import fcntl
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -73,6 +74,21 @@ def stop_job_on_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def job_process(run_pid: int | None = None) -> Iterator[None]:
+    """The whole body of a job process: SIGINT, SIGTERM and SIGHUP interrupt it from the moment they are
+    set up, and an interrupt anywhere inside, however early, ends the process with 128 + the signal
+    (130, 143, 129), which the runner reads as interrupted, never as failed. `run_pid`: also stop when
+    that process (the run's) dies."""
+    try:
+        stop_job_on_signals()
+        if run_pid is not None:
+            watch_parent(run_pid)
+        yield
+    except KeyboardInterrupt as stop:
+        sys.exit(exit_code(stop))
 
 
 # ---------------------------------------------------------------------------------------------- processes
