@@ -50,8 +50,17 @@ def session_processes(sid: int) -> list[int]:
     return pids
 
 
-def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+def shm_used_by(pids: list[int]) -> set[Path]:
+    """The /dev/shm entries these processes hold open or mapped now (other programs' entries are not ours to judge)."""
+    used = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            maps = [line.split(maxsplit=5)[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()]
+        except OSError:
+            continue  # it ended meanwhile
+        used.update(Path(p.removesuffix(" (deleted)")) for p in links + maps if p.startswith("/dev/shm/"))
+    return used
 
 
 def long_run(data: dict, log_root: Path) -> tuple[subprocess.Popen, Path]:
@@ -71,14 +80,14 @@ def long_run(data: dict, log_root: Path) -> tuple[subprocess.Popen, Path]:
 def test_stopping_the_main_process_stops_everything(data, tmp_path, sig):
     """SIGINT or SIGTERM to the main process alone (what kill and timeout send) stops the experts with their
     checkpoints, exit 130 or 143, summary and journal say interrupted. SIGKILL leaves the experts to stop by
-    themselves. Either way no process of the run is left and nothing new is in /dev/shm."""
-    shm_before = shm_entries()
+    themselves. Either way no process of the run is left, nor anything the run held in /dev/shm."""
     proc, folder = long_run(data, tmp_path)
+    shm_of_run = shm_used_by(session_processes(proc.pid))
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (128 + sig if sig != signal.SIGKILL else -signal.SIGKILL), err
     wait_for(lambda: not session_processes(proc.pid), "every process of the run to end", timeout=60)
-    assert shm_entries() <= shm_before
+    assert not [p for p in shm_of_run if p.exists()]
     for key in ("expert_0", "expert_3"):
         assert status(folder, key)["status"] == "interrupted", key
         assert status(folder, key)["epochs_done"] >= 1
