@@ -3,6 +3,7 @@ predictions replaced by an earlier run's, for `compare_to`), and the rows of eac
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,19 @@ def check_data_files(config: dict[str, Any]) -> None:
         for p in ps:
             if p.is_dir():
                 raise UserError(f"data file for '{split}' is a directory: {p}")
+            if p.exists() and not p.is_file():
+                raise UserError(f"data file for '{split}' is {_file_kind(p)}, not a regular file: {p}; a data file "
+                                "is read in parallel blocks and hashed for the parse cache, which a stream cannot "
+                                "give: save it to a file first")
             if not p.is_file():
                 raise UserError(f"data file for '{split}' not found: {p}")
+
+
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    return ("a named pipe (a FIFO, or a shell's <(...))" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "not a file")
 
 
 def load_data(config: dict[str, Any], log_root: Path | None = None) -> dict[str, ColumnStore]:
