@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -142,6 +143,10 @@ def cli() -> None:
         from neuro_trigger.runner.processes import stop_process_server
 
         stop_process_server()
+        # os._exit skips multiprocessing's own removal of its temporary folder (the fork server's socket)
+        from multiprocessing import util
+
+        shutil.rmtree(util.get_temp_dir(), ignore_errors=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
