@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from neuro_trigger import REPO_ROOT, registry
 from neuro_trigger.errors import QUOTE_LIMIT, UserError, clip  # noqa: F401 (re-exported)
+from neuro_trigger.registry import MAX_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ EXPERT_IDS = (0, 1, 2, 3, 4)
 SOLO_EXPERT = -1
 REPLACED_WHOLE = {"dist"}  # a child's value replaces the parent's instead of merging into it
 MAX_SEED = 2**32 - 1  # what seed_everything accepts
-MAX_BUCKETS = 1000  # more z buckets than this only cut the data into slivers of a few rows
 class ConfigError(UserError):
     """A config or override that cannot be used."""
 

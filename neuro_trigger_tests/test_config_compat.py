@@ -22,7 +22,6 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger import config as config_module
 from neuro_trigger.config import (
     DEFAULT_DATA,
-    MAX_BUCKETS,
     QUOTE_LIMIT,
     SCHEMA,
     ConfigError,
@@ -36,6 +35,7 @@ from neuro_trigger.config import (
 from neuro_trigger.data import sampling
 from neuro_trigger.data.sampling import BucketSampler, bucket_probabilities
 from neuro_trigger.main import main
+from neuro_trigger.registry import MAX_BUCKETS
 
 LONG = "x" * 10_000  # a user's 10,000-character value
 
