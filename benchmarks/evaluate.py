@@ -17,7 +17,7 @@ def evaluation_run(data_file: Path, folder: Path, seed: int) -> Path:
     import torch
 
     from neuro_trigger import registry
-    from neuro_trigger.config import resolve_config
+    from neuro_trigger.config.resolution import resolve_config
     from neuro_trigger.run.weights import weights_to_json
 
     files = [str(data_file)]

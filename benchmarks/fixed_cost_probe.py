@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from neuro_trigger import registry  # noqa: E402
-from neuro_trigger.config import resolve_config  # noqa: E402
+from neuro_trigger.config.resolution import resolve_config  # noqa: E402
 from neuro_trigger.training import expert as expert_mod  # noqa: E402
 from neuro_trigger.training.batches import EVAL_SLICE_ROWS, EvalBatches, TrainBatches  # noqa: E402
 from neuro_trigger.training.module import ExpertModule  # noqa: E402

@@ -134,7 +134,7 @@ def _floor(folder: Path, parse_s: float, before: dict[str, dict[str, Any]], quic
 def bench_main(tmp: Path, quick: bool) -> list[Row]:
     """`python neuro_trigger/main.py baseline_v2 -p` on the embedded default data set (parse cache warm), timed
     from the command to its exit; the floor of its arithmetic; its start-up and its tail."""
-    from neuro_trigger.config import resolve_config
+    from neuro_trigger.config.resolution import resolve_config
     from neuro_trigger.data import toy_mc
 
     had_toy = all((REPO_ROOT / p).is_file() for p in toy_mc.DEFAULT_FILES.values())

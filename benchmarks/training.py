@@ -86,7 +86,7 @@ class Trainbench:
 
     def config(self, batch_size: int, epochs: int) -> dict[str, Any]:
         """expert_0 of baseline_v2 with this batch size and number of epochs, on the generated data."""
-        from neuro_trigger.config import resolve_config
+        from neuro_trigger.config.resolution import resolve_config
 
         custom = {"extends": "baseline_v2", "data": self.data}
         resolved = resolve_config(custom, [f"batch_size={batch_size}", f"epochs={epochs}"])

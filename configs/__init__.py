@@ -2,7 +2,7 @@
 
 A config may `extends` another; nested dicts merge key by key, except `dist`, which a child replaces
 whole. `expert_N: {...}` overrides keys for expert N only. Every key is documented in
-docs/config_keys.md and checked by neuro_trigger/config.py; a key that no config of a chain sets
+docs/config_keys.md and checked by neuro_trigger/config/; a key that no config of a chain sets
 takes its default there (`base` below spells the defaults out). This file is data: it is read,
 never executed by anything but Python's import of it.
 """

@@ -87,7 +87,7 @@ def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     try:
         if args.list:
-            from neuro_trigger.config import list_configs
+            from neuro_trigger.config.listing import list_configs
 
             for row in list_configs():  # a broken config is listed with what is wrong, the others still are
                 note = f"  [BROKEN: {row.problem}]" if row.problem else ""
@@ -108,7 +108,7 @@ def _main(argv: list[str] | None) -> int:
             from neuro_trigger.runner.processes import start_process_server
 
             start_process_server()  # first: its imports of torch and lightning are most of a run's start-up
-        from neuro_trigger.config import resolve_config
+        from neuro_trigger.config.resolution import resolve_config
         from neuro_trigger.runner.options import check_launcher
 
         # the mistakes these find end the command before torch is imported, and before the prompt

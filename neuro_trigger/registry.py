@@ -3,7 +3,8 @@
 Configs name things by string; this is the one place those strings are looked up, so the config
 validator can list what exists and suggest the closest name. The name tables are plain strings, so
 that checking a config (and `main.py --list`) never imports torch; the `build_*` functions import it
-when a network is actually built.
+when a network is actually built. `dist`'s distributions and its bucket limit are here too, since the
+config validator and the sampler (data/sampling.py) both hold a `dist` to them.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ OPTIMIZERS = ("Adam", "AdamW", "SGD", "Rprop")
 OPTIMIZER_ALIASES = {"Rprob": "Rprop"}  # the spelling older configs used
 
 DISTRIBUTIONS = ("norm", "uniform")
+MAX_BUCKETS = 1000  # more z buckets than this only cut the data into slivers of a few rows
 
 
 def _tanh_half(x: torch.Tensor) -> torch.Tensor:

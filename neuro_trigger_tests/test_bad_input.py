@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger import config as config_module
+from neuro_trigger.config import sources as config_sources
 from neuro_trigger.data.neuroresults import COLUMNS, read_neuroresults, write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.main import main
@@ -178,7 +178,7 @@ def bad_configs(tmp_path, monkeypatch) -> Callable[[str], str]:
     path = tmp_path / "bad_configs.py"
     path.write_text(BAD_CONFIGS)
     configs = runpy.run_path(str(path))["configs"]
-    monkeypatch.setattr(config_module, "_configs_module", lambda: (configs, path))
+    monkeypatch.setattr(config_sources, "load_configs", lambda: (configs, path))
     lines = BAD_CONFIGS.splitlines()
 
     def where(mark: str) -> str:
@@ -583,7 +583,7 @@ def test_bad_reference_one_line_and_no_run_folder(case, log_with_earlier_run, go
 def test_earlier_run_passes_the_same_checks(earlier_run, log_with_earlier_run):
     """Control: the run and its weights pass these checks when they do fit, so the cases above fail for
     the reason they name."""
-    from neuro_trigger.config import resolve_config
+    from neuro_trigger.config.resolution import resolve_config
     from neuro_trigger.data.selection import load_data
     from neuro_trigger.run import artifacts
 

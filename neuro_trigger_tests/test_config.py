@@ -4,7 +4,9 @@ import json
 import pytest
 
 from configs import configs as CONFIGS
-from neuro_trigger.config import ConfigError, describe_configs, parse_override, resolve_config
+from neuro_trigger.config.errors import ConfigError
+from neuro_trigger.config.listing import describe_configs
+from neuro_trigger.config.resolution import parse_override, resolve_config
 
 
 def test_every_named_config_resolves_to_json():

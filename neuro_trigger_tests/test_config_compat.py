@@ -19,23 +19,19 @@ import pytest
 
 from configs import configs as SHIPPED
 from neuro_trigger import REPO_ROOT
-from neuro_trigger import config as config_module
-from neuro_trigger.config import (
-    DEFAULT_DATA,
-    MAX_BUCKETS,
-    QUOTE_LIMIT,
-    SCHEMA,
-    ConfigError,
-    clip,
-    defaults,
-    describe_configs,
-    list_configs,
-    render_config_docs,
-    resolve_config,
-)
+from neuro_trigger.config import docs as config_docs
+from neuro_trigger.config import resolution
+from neuro_trigger.config import sources as config_sources
+from neuro_trigger.config.docs import render_config_docs
+from neuro_trigger.config.errors import ConfigError
+from neuro_trigger.config.listing import describe_configs, list_configs
+from neuro_trigger.config.resolution import resolve_config
+from neuro_trigger.config.schema import DEFAULT_DATA, SCHEMA, defaults
 from neuro_trigger.data import sampling
 from neuro_trigger.data.sampling import BucketSampler, bucket_probabilities
+from neuro_trigger.errors import QUOTE_LIMIT, clip
 from neuro_trigger.main import main
+from neuro_trigger.registry import MAX_BUCKETS
 
 LONG = "x" * 10_000  # a user's 10,000-character value
 
@@ -65,13 +61,13 @@ def assert_nothing_under(log_root: Path) -> None:
 
 @pytest.fixture
 def records() -> Iterator[list[logging.LogRecord]]:
-    """Warnings of neuro_trigger.config, caught by a handler of its own (independent of propagation)."""
+    """Warnings of neuro_trigger.config.resolution, caught by a handler of its own (independent of propagation)."""
     caught: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = caught.append  # type: ignore[method-assign]
-    config_module.log.addHandler(handler)
+    resolution.log.addHandler(handler)
     yield caught
-    config_module.log.removeHandler(handler)
+    resolution.log.removeHandler(handler)
 
 
 @pytest.fixture
@@ -135,7 +131,7 @@ def test_list_shows_every_config_and_notes_the_broken_ones(monkeypatch, capsys):
         "not_a_dict": 5,
         "after": {"extends": "fine", "description": "listed after the broken ones"},
     }
-    monkeypatch.setattr(config_module, "_configs_module", lambda: (configs, None))
+    monkeypatch.setattr(config_sources, "load_configs", lambda: (configs, None))
     code, out, err = run_main(capsys, "--list")
     assert code == 0, err
     lines = {line.split()[0]: line for line in out.splitlines()}
@@ -408,7 +404,7 @@ def test_original_meanings_are_kept():
 
 
 def test_original_configs_resolve_through_the_cli(monkeypatch, capsys):
-    monkeypatch.setattr(config_module, "_configs_module", lambda: (ORIGINAL, None))
+    monkeypatch.setattr(config_sources, "load_configs", lambda: (ORIGINAL, None))
     code, out, err = run_main(capsys, "--list")
     assert code == 0 and "BROKEN" not in out, out
     assert len(out.splitlines()) == len(ORIGINAL)
@@ -454,7 +450,8 @@ def test_shipped_base_spells_out_the_schema_defaults():
 # ----------------------------------------------------------------------------------- 5. generated docs
 def test_config_keys_doc_is_generated_from_the_schema():
     text = (REPO_ROOT / "docs" / "config_keys.md").read_text()
-    assert text == render_config_docs(), "docs/config_keys.md is stale: python -m neuro_trigger.config --write-docs"
+    assert text == render_config_docs(), (
+        "docs/config_keys.md is stale: python -m neuro_trigger.config.docs --write-docs")
     for key in SCHEMA:
         assert f"| `{key}` |" in text
     assert "| `dist.n_buckets` | int | required |" in text and f"1 .. {MAX_BUCKETS}" in text
@@ -462,7 +459,7 @@ def test_config_keys_doc_is_generated_from_the_schema():
 
 
 def test_write_docs_command(tmp_path, capsys):
-    assert config_module._main([]) == 0
+    assert config_docs._main([]) == 0
     assert capsys.readouterr().out == render_config_docs()
-    target = config_module.write_config_docs(tmp_path / "keys.md")
+    target = config_docs.write_config_docs(tmp_path / "keys.md")
     assert target.read_text() == render_config_docs()

@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.config import ConfigError, resolve_config
+from neuro_trigger.config.errors import ConfigError
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.errors import UserError
 from neuro_trigger.training import hardware
 from neuro_trigger.training.devices import check_hardware, torch_device, trainer_hardware

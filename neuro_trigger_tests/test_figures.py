@@ -15,7 +15,7 @@ import torch
 from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
-from neuro_trigger.config import resolve_config
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError

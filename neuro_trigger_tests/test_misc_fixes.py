@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.config import resolve_config
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.run.folder import append_journal, create_run_folder, write_git_snapshot
 from neuro_trigger.training.batches import EvalBatches, TrainBatches
 from neuro_trigger.training.quiet import LIGHTNING_LOGGERS, quiet_lightning

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuro_trigger.config import resolve_config
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.training.batches import EvalBatches, TrainBatches
 from neuro_trigger.training.expert import build_trainer
 from neuro_trigger.training.module import ExpertModule

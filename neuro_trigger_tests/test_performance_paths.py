@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from neuro_trigger.config import resolve_config
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.training.batches import EvalBatches, TrainBatches
 from neuro_trigger.training.expert import build_trainer, fit_expert
 from neuro_trigger.training.module import ExpertModule

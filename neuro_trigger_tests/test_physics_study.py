@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.config import resolve_config
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.judge.metrics import judge

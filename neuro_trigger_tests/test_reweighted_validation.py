@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.config import ConfigError, resolve_config
+from neuro_trigger.config.errors import ConfigError
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.sampling import BucketSampler, bucket_weights
 from neuro_trigger.runner.api import train
 from neuro_trigger_tests.run_helpers import toy_splits

@@ -192,7 +192,7 @@ def test_every_job_of_a_detached_run_cancelled_leaves_an_honest_summary(slurm_cl
 
 def test_settings_per_expert_and_from_the_command_line():
     """The config's `slurm` block, an expert's own block over it, `--slurm` over both; sbatch options from them."""
-    from neuro_trigger.config import resolve_config
+    from neuro_trigger.config.resolution import resolve_config
     from neuro_trigger.runner.options import parse_slurm_settings
     from neuro_trigger.runner.slurm import expert_settings, sbatch_options
 

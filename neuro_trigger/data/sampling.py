@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import stats
 
-from neuro_trigger.config import MAX_BUCKETS
 from neuro_trigger.errors import clip
+from neuro_trigger.registry import MAX_BUCKETS
 
-__all__ = ["MAX_BUCKETS", "MIN_MASS", "BucketSampler", "bucket_probabilities"]
+__all__ = ["MIN_MASS", "BucketSampler", "bucket_probabilities"]
 
 log = logging.getLogger(__name__)
 

@@ -161,7 +161,7 @@ def _original_config(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """A config like config.json from the original trainer's summary.json: its known keys over the schema's
     defaults, and its `expert_N` blocks over those per expert (the experts: the `expert_N` keys of
     weights.json, checked later, and its `experts` list)."""
-    from neuro_trigger.config import defaults
+    from neuro_trigger.config.schema import defaults
 
     base = defaults()
     known = {k: v for k, v in summary.items() if k in base and k != "data"}

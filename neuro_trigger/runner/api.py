@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.config import resolve_config
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import check_data_files, check_rows, load_data
 from neuro_trigger.errors import UserError

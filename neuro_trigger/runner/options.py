@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from neuro_trigger.config import check_slurm_settings, parse_override
+from neuro_trigger.config.resolution import parse_override
+from neuro_trigger.config.validation import check_slurm_settings
 from neuro_trigger.errors import UserError
 
 LAUNCHERS = ("local", "slurm")

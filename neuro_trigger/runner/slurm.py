@@ -27,7 +27,7 @@ from typing import Any
 import submitit
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.config import SLURM_KEYS
+from neuro_trigger.config.schema import SLURM_KEYS
 from neuro_trigger.data.selection import load_data
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts

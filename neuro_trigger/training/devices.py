@@ -26,7 +26,7 @@ from neuro_trigger.errors import UserError, clip
 
 GPU = "gpu"
 CPU = "cpu"
-ACCELERATOR_ALIASES = {"cuda": GPU}  # config.py reads `cuda` as `gpu` already; kept for hand-made dicts
+ACCELERATOR_ALIASES = {"cuda": GPU}  # config/resolution.py reads `cuda` as `gpu` already; kept for hand-made dicts
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true"}
 # Lightning 2.6 builds a CPU Trainer for every precision, but turns 16-mixed into bf16-mixed there (with a
 # warning): the run would not be what its config says. 16-true does train on the CPU (float16 weights).
