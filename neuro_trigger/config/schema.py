@@ -109,7 +109,7 @@ def _devices(v: int) -> str | None:
 
 
 # Trainer(accelerator=...) values; `cuda` is read as `gpu` (resolution.py). Lightning's other names (mps, tpu, ...)
-# are not offered: the expert's tensors are placed on the CPU or a CUDA GPU (training/hardware.py).
+# are not offered: the expert's tensors are placed on the CPU or a CUDA GPU (training/devices.py).
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 ACCELERATOR_ALIASES = {"cuda": "gpu"}
 # Trainer(precision=...) values (Lightning 2.6's _PRECISION_INPUT less its discouraged aliases "16" and "bf16"
