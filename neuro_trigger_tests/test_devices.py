@@ -21,7 +21,7 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.config.errors import ConfigError
 from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.errors import UserError
-from neuro_trigger.training import hardware
+from neuro_trigger.training import devices
 from neuro_trigger.training.devices import check_hardware, torch_device, trainer_hardware
 
 HAS_GPU = torch.cuda.device_count() > 0
@@ -46,7 +46,7 @@ def small_gpu_for(key: str) -> dict:
 @pytest.fixture
 def no_gpu(monkeypatch):
     """This machine as one without a CUDA GPU, whatever it has."""
-    monkeypatch.setattr(hardware, "gpu_count", lambda: 0)
+    monkeypatch.setattr(devices, "gpu_count", lambda: 0)
 
 
 # ---------------------------------------------------------------------------------------------- the keys
@@ -182,7 +182,7 @@ def test_hand_made_resolved_configs(keys, parts):
 
 
 def test_more_devices_than_gpus(monkeypatch):
-    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)
+    monkeypatch.setattr(devices, "gpu_count", lambda: 1)
     with pytest.raises(UserError, match=r"key 'devices': 2 on a GPU: this machine has 1 GPU\(s\); an expert trains"):
         check_hardware(small(accelerator="gpu", devices=2))
 
