@@ -258,3 +258,26 @@ def test_slurm_not_installed_or_not_reachable(slurm_cluster, tmp_path):
     unreachable = {**os.environ, "SLURM_CONF": str(dead)}
     assert_refused(run_cli(tmp_path / "log", "baseline_v2", "-p", "--launcher", "slurm", env=unreachable),
                    tmp_path / "log", "SLURM is not reachable")
+
+
+def test_a_stopped_expert_job_is_warned_about_then_cancelled_as_failed(slurm_cluster, data, tmp_path):
+    """The attached command watches the experts' status and progress files: a job that stops writing them (here
+    its Python process stopped with SIGSTOP) is named with its job id, then marked failed and cancelled."""
+    proc = start("baseline_v2", "-p", "-d", "stall test", "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "batch_size=64", "plot_every=1000",
+                 "early_stopping_patience=100000", "epochs=100000", "stall_warn_s=5", "stall_stop_s=15")
+    folder = tmp_path / "baseline_v2" / "version_0"
+    wait_for_an_epoch(folder, "expert_3")
+    job, pid = status(folder, "expert_3")["slurm_job_id"], status(folder, "expert_3")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err
+    assert f"expert_3 (SLURM job {job}) has shown no progress for" in err
+    state = status(folder, "expert_3")
+    assert state["status"] == "failed" and "without progress" in state["error"], state
+    assert json.loads((folder / "summary.json").read_text())["experts"]["expert_3"]["status"] == "failed"
+    wait_for(lambda: queued_jobs([job]) == {}, "the stalled job to leave the queue", 120)

@@ -228,6 +228,12 @@ SCHEMA: dict[str, Key] = {
     "plot_every": Key((int,), "send plots to TensorBoard every N epochs", Bound(1), default=10),
     "adaptive_threads": Key((bool,), "experts still training try the CPU cores freed by finished ones and keep "
                             "them where faster; depends on timing, so not bit-reproducible", default=False),
+    "stall_warn_s": Key(NUMBER, "seconds an expert may go without a sign of progress (its start, a chunk of "
+                        "batches, an epoch, its results) before the run warns, naming it and its pid", POSITIVE,
+                        default=300),
+    "stall_stop_s": Key(NUMBER, "seconds without a sign of progress after which the expert is stopped as failed "
+                        "(`--resume` retries it); more than `stall_warn_s`; None: never stopped", POSITIVE,
+                        nullable=True, default=1800),
     "data": Key((dict,), "data files per split; default: the embedded toy data set", children=DATA_KEYS,
                 default=DEFAULT_DATA),
     "slurm": Key((dict,), "how `--launcher slurm` submits the experts' jobs", children=SLURM_KEYS,
@@ -244,7 +250,7 @@ SCHEMA: dict[str, Key] = {
                      "against the machine before a run folder is made",
                      _precision, default="32-true", limits=", ".join(f"`{p}`" for p in PRECISIONS)),
 }
-PER_EXPERT_FORBIDDEN = {"experts", "adaptive_threads"}
+PER_EXPERT_FORBIDDEN = {"experts", "adaptive_threads", "stall_warn_s", "stall_stop_s"}
 TOP_ONLY = {"extends": Key((str,), "parent config")}
 
 # Keys the original project (belle2-pytorch-neuro-trigger) wrote into a run's hyper-parameters: a config

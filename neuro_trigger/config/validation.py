@@ -41,6 +41,11 @@ def check_combinations(cfg: Mapping, origins: Origins, context: str | None = Non
     if cfg.get("monitor") == "val_reweighted_loss" and not cfg.get("dist"):
         raise ConfigError(f"{origins.where(('monitor',))}: {context + ': ' if context else ''}key 'monitor': "
                           "'val_reweighted_loss' needs reweighted sampling: set 'dist' (or monitor 'val_loss')")
+    stop, warn = cfg.get("stall_stop_s"), cfg.get("stall_warn_s")
+    if stop is not None and warn is not None and stop <= warn:
+        raise ConfigError(f"{origins.where(('stall_stop_s',))}: {context + ': ' if context else ''}key "
+                          f"'stall_stop_s': {stop} must be more than stall_warn_s ({warn}): an expert is warned "
+                          "about before it is stopped")
     if cfg.get("precision") == "16-true" and cfg.get("optim") in FLOAT16_EPS_OPTIMIZERS:
         # where each was set (an optim left at its default has no place of its own)
         places = [w for w in dict.fromkeys(origins.where((k,)) for k in ("precision", "optim")) if w != "config"]

@@ -66,6 +66,11 @@ def _number(metrics: dict[str, Any], name: str, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, int | float) else "n/a"
 
 
+def expert_key(message: dict) -> str:
+    """The expert a progress message is about (`expert_N`): processes send their number, launchers the key."""
+    return message["expert"] if isinstance(message["expert"], str) else f"expert_{message['expert']}"
+
+
 class ProgressView:
     """Every expert's progress at once: redrawn in place on a terminal, a line per epoch elsewhere."""
 
@@ -78,7 +83,7 @@ class ProgressView:
         self.min_interval = min_interval
 
     def update(self, message: dict) -> None:
-        key = message["expert"] if isinstance(message["expert"], str) else f"expert_{message['expert']}"
+        key = expert_key(message)
         status = message.get("status", "")
         if "epoch" in message and status in ("training", "finished"):
             text = f"epoch {message['epoch'] + 1:>4}/{message.get('max_epochs', '?')}  " \

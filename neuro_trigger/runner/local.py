@@ -33,13 +33,14 @@ from neuro_trigger.run.status import (
     write_failure,
     write_status,
 )
-from neuro_trigger.runner.console import ProgressView
+from neuro_trigger.runner.console import ProgressView, expert_key
 from neuro_trigger.runner.processes import (  # noqa: F401 - also runner.local.*
     PRELOAD,
     process_context,
     start_process_server,
     stop_process_server,
 )
+from neuro_trigger.runner.stalls import StallWatch, mark_stalled
 from neuro_trigger.training.devices import gpu_count, torch_device
 from neuro_trigger.training.expert import expert_logging, run_expert
 from neuro_trigger.training.stopping import job_process
@@ -178,6 +179,7 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
     shared = {split: store.to_shared() for split, store in stores.items()}
     progress = ctx.Queue()
     view = ProgressView(keys, show)
+    stalls = StallWatch(resolved["global"]["stall_warn_s"], resolved["global"]["stall_stop_s"], view.update)
     running: dict[tuple[str, ...], Any] = {}
     assembled = False
     try:
@@ -189,6 +191,7 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                                        args=(folder, job[1], shared, threads, progress, resume_from.get(job[1]),
                                              run_pid, adaptive, verbose))
                     view.update({"expert": job[1], "status": "started"})
+                    stalls.heard(job[1])
                 elif job[0] in ("plots", "report"):
                     proc = ctx.Process(target=_figures_child, name=f"{job[1]}-{job[2]}-{job[0]}",
                                        args=(folder, job[1], job[2], shared[job[2]], run_pid, job[0] == "report"))
@@ -206,11 +209,19 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                 running[job] = proc
             # until a job ends (its sentinel) or 0.2 s pass: a freed slot is refilled at once
             mp.connection.wait([proc.sentinel for proc in running.values()], timeout=0.2)
-            _show_progress(progress, view)
+            _show_progress(progress, view, stalls)
             for job, proc in list(running.items()):
+                if job[0] == "train" and proc.exitcode is None:
+                    silent = stalls.overdue(job[1], f"pid {proc.pid}")
+                    if silent is not None:  # a hung process may not answer any other signal
+                        proc.kill()
+                        proc.join()
+                        mark_stalled(folder, job[1], f"pid {proc.pid}", silent)
                 if proc.exitcode is None:
                     continue
                 del running[job]
+                if job[0] == "train":
+                    stalls.forget(job[1])
                 if adaptive and not pending and running and on_cpu:
                     # the jobs still running may take over the freed cores (ThreadShare keeps them only if faster)
                     threads.value = max(1, min(4, cpu_cores() // len(running)))
@@ -237,7 +248,7 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                     pending.insert(0, ("assemble",))  # the longest job of the run's end: first
                     log.info("every expert has trained: drawing the figures (%d jobs) and assembling the run's "
                              "files", sum(j[0] in ("plots", "report") for j in [*pending, *running]))
-        _show_progress(progress, view)
+        _show_progress(progress, view, stalls)
         return assembled
     except KeyboardInterrupt:
         log.warning("interrupted: stopping every expert")
@@ -249,7 +260,7 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
         while alive and time.time() < deadline:
             # keep reading their progress: a job whose messages fill the pipe cannot exit
             mp.connection.wait([proc.sentinel for proc in alive], timeout=0.2)
-            _show_progress(progress, view)
+            _show_progress(progress, view, stalls)
             alive = [proc for proc in alive if proc.is_alive()]
         for job, proc in running.items():
             if proc.is_alive():
@@ -268,10 +279,13 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
             handle.release()
 
 
-def _show_progress(progress, view: ProgressView) -> None:
-    """Every progress message the expert processes have sent so far, to the console view."""
+def _show_progress(progress, view: ProgressView, stalls: StallWatch) -> None:
+    """Every progress message the expert processes have sent so far, to the console view; each is a sign of
+    progress of its expert."""
     while True:
         try:
-            view.update(progress.get_nowait())
+            message = progress.get_nowait()
         except queue_module.Empty:
             return
+        view.update(message)
+        stalls.heard(expert_key(message))

@@ -43,6 +43,7 @@ from neuro_trigger.run.status import (
 )
 from neuro_trigger.runner.console import ProgressView
 from neuro_trigger.runner.finish import finish_run
+from neuro_trigger.runner.stalls import StallWatch, mark_stalled
 from neuro_trigger.training.expert import expert_logging, run_expert
 from neuro_trigger.training.stopping import stop_job_on_signals
 
@@ -303,6 +304,8 @@ def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool
     summary.json; if every job is gone without it (cancelled), assemble here. Returns the summary."""
     view = ProgressView(keys, show)
     ids = [*submission["experts"].values(), *(v for k, v in submission.items() if k != "experts")]
+    settings = json.loads((folder / "config.json").read_text())["global"]
+    stalls = StallWatch(settings["stall_warn_s"], settings["stall_stop_s"], view.update, clock=time.time)
     seen: dict[str, str] = {}
     gone_since = None
     try:
@@ -310,6 +313,9 @@ def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool
             for key in keys:
                 status = read_status(folder, key).get("status", "queued")
                 message = {"expert": key, "status": status}
+                if status == "running":
+                    _watch(folder, key, submission["experts"].get(key), stalls)
+                    status = status_of(folder, key)
                 if status == "running":
                     message = {**read_progress(folder, key), "expert": key}
                     message.setdefault("status", "started")
@@ -331,6 +337,20 @@ def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool
             time.sleep(poll_s)
     finally:
         view.close()
+
+
+def _watch(folder: Path, key: str, job: str | None, stalls: StallWatch) -> None:
+    """A running expert's signs of progress are its status and progress files being written; one silent past
+    stall_stop_s is marked failed, then its job cancelled."""
+    signs = [p.stat().st_mtime for p in (folder / key / "status.json", folder / key / "progress.json") if p.exists()]
+    if signs:
+        stalls.heard(key, max(signs))
+    job = read_status(folder, key).get("slurm_job_id") or job
+    silent = stalls.overdue(key, f"SLURM job {job}")
+    if silent is not None:
+        mark_stalled(folder, key, f"SLURM job {job}", silent)
+        if job:
+            _run(["scancel", str(job)])
 
 
 def assemble_here(folder: Path, interrupted: bool = False) -> dict[str, Any]:

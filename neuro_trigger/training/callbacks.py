@@ -26,19 +26,23 @@ log = logging.getLogger("neuro_trigger")
 class ProgressReport(L.Callback):
     """Sends (expert, epoch, val_loss, ...) to whoever shows progress: after the first and the last epoch,
     and in between at most every `every` seconds (a console line cannot be read faster; an epoch of a small
-    expert takes milliseconds). Notes in the expert's log when training starts (its first mini-batch) and
-    when its last epoch has ended."""
+    expert takes milliseconds); within a long epoch at least every `heartbeat` seconds (the runner's sign of
+    life). Notes in the expert's log when training starts (its first mini-batch) and when its last epoch has
+    ended."""
 
     def __init__(self, expert: int, report: Callable[[dict], None], every: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heartbeat: float = 10.0) -> None:
         self.expert = expert
         self.report = report
         self.every = every
+        self.heartbeat = heartbeat
         self.clock = clock
         self._sent = -math.inf
+        self._beat = -math.inf
         self._started = False
 
     def _send(self, trainer: L.Trainer, status: str) -> None:
+        self._beat = self.clock()
         metrics = trainer.callback_metrics
         self.report({"expert": self.expert, "status": status, "epoch": trainer.current_epoch,
                      "max_epochs": trainer.max_epochs,
@@ -49,6 +53,14 @@ class ProgressReport(L.Callback):
         if not self._started:  # the first mini-batch follows at once (the benchmark's start-up row reads this)
             self._started = True
             log.info("expert %s: training starts at epoch %d", self.expert, trainer.current_epoch)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._beat = self.clock()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # a sign of life within a long epoch, for the runner's watch on stalled experts
+        if self.clock() - self._beat >= self.heartbeat:
+            self._send(trainer, "training")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = self.clock()
