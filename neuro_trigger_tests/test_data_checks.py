@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.data import dataset, toy_mc
+from neuro_trigger.data import dataset
 from neuro_trigger.data import neuroresults as nr
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns, load_split
 from neuro_trigger.data.neuroresults import (
@@ -24,6 +24,8 @@ from neuro_trigger.data.neuroresults import (
     write_predictions,
     write_table,
 )
+from neuro_trigger.data.toy import default_set
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 
 SAMPLE = Path(__file__).parents[1] / ".." / "shared" / "data" / "neuroresults_sample.tsv"
@@ -135,7 +137,7 @@ def test_expert_minus_one_rows_are_counted_reported_and_not_trained(
 
 
 def test_toy_inputs_stay_inside_their_ranges(tmp_path: Path) -> None:
-    table = toy_mc.generate(20_000, seed=0)  # before the fix 4 axial relID values lay beyond +-1
+    table = generate(20_000, seed=0)  # before the fix 4 axial relID values lay beyond +-1
     assert np.abs(table[INPUT_COLUMNS].to_numpy()).max() <= 1.0
     read_neuroresults(_write(table, tmp_path / "toy.gz"), cache_dir=None)
 
@@ -176,12 +178,12 @@ def test_gzip_with_zero_padding_is_read(tmp_path: Path, monkeypatch: pytest.Monk
 
 # ------------------------------------------------------------------------------- 3. reproducible toy files
 def test_toy_files_are_byte_identical_for_a_version_and_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toy_mc, "DEFAULT_TRACKS", {"train": 300, "val": 100, "test": 100})
+    monkeypatch.setattr(default_set, "DEFAULT_TRACKS", {"train": 300, "val": 100, "test": 100})
     written = []
     for folder in ("one", "two"):
-        monkeypatch.setattr(toy_mc, "REPO_ROOT", tmp_path / folder)
-        monkeypatch.setattr(toy_mc, "DEFAULT_DIR", tmp_path / folder / "data_cache" / "toy")
-        written.append({split: path.read_bytes() for split, path in toy_mc.ensure_default_dataset().items()})
+        monkeypatch.setattr(default_set, "REPO_ROOT", tmp_path / folder)
+        monkeypatch.setattr(default_set, "DEFAULT_DIR", tmp_path / folder / "data_cache" / "toy")
+        written.append({split: path.read_bytes() for split, path in default_set.ensure_default_dataset().items()})
     assert written[0] == written[1]
     for data in written[0].values():
         assert data[:2] == b"\x1f\x8b"

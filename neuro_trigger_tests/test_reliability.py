@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.runner.api import train
 from neuro_trigger_tests.run_helpers import start, status, wait_for
 
