@@ -220,7 +220,7 @@ def tree_cpu(cpu: CpuShare, memory: TreeMemory) -> tuple[float, float]:
 
 # ============================================================================================ data
 def _write_split(args: tuple[int, int, str]) -> str:
-    from neuro_trigger.data.neuroresults import write_table
+    from neuro_trigger.data.neuroresults.writer import write_table
     from neuro_trigger.data.toy.generator import generate
 
     tracks, seed, path = args

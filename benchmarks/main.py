@@ -24,7 +24,7 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO neuro_trig
 def _default_data() -> tuple[dict[str, list[str]], float]:
     """The embedded default data set (generated if missing), its three splits parsed without the cache (the
     floor's parse, seconds) and then read once through the cache, so that the run finds it warm."""
-    from neuro_trigger.data.neuroresults import read_neuroresults
+    from neuro_trigger.data.neuroresults.reader import read_neuroresults
     from neuro_trigger.data.toy import default_set
 
     paths = default_set.ensure_default_dataset()

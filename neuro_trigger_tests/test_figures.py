@@ -16,7 +16,7 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from neuro_trigger.config import resolve_config
-from neuro_trigger.data.neuroresults import write_table
+from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.metrics import (

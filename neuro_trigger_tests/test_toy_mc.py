@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.data.neuroresults import COLUMNS, INT_COLUMNS
+from neuro_trigger.data.neuroresults.format import COLUMNS, INT_COLUMNS
 from neuro_trigger.data.toy import cli, default_set, real_sample
 from neuro_trigger.data.toy.criteria import criteria
 from neuro_trigger.data.toy.generator import TOY_VERSION, generate

@@ -131,7 +131,7 @@ def read_run(folder: Path, split: str, label: str | None = None, min_count: int 
 def reference_bins(folder: Path, split: str) -> dict[str, dict]:
     """Per expert key: the toy reference fit's z std and binned residuals on the run's data of `split`."""
     from neuro_trigger import REPO_ROOT
-    from neuro_trigger.data.neuroresults import read_neuroresults
+    from neuro_trigger.data.neuroresults.reader import read_neuroresults
     from neuro_trigger.data.toy.reference import reference_fit
     from neuro_trigger.judge import metrics
 

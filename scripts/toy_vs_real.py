@@ -28,7 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from neuro_trigger import REPO_ROOT  # noqa: E402
-from neuro_trigger.data.neuroresults import INPUT_COLUMNS  # noqa: E402
+from neuro_trigger.data.neuroresults.format import INPUT_COLUMNS  # noqa: E402
 from neuro_trigger.data.toy import criteria, generator, real_sample  # noqa: E402
 from neuro_trigger.data.toy import stats as toy_stats  # noqa: E402
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import NO_EXPERT
+from neuro_trigger.data.neuroresults.format import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
 from neuro_trigger.run.folder import library_versions
 

@@ -27,7 +27,7 @@ from neuro_trigger.data.filters import (
     OrFilter,
     parse_filter,
 )
-from neuro_trigger.data.neuroresults import write_predictions
+from neuro_trigger.data.neuroresults.writer import write_predictions
 from neuro_trigger.data.selection import apply_compare_to, expert_rows, load_data  # noqa: F401 - also artifacts.*
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.metrics import split_metrics

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neuro_trigger.data.neuroresults import INPUT_COLUMNS
+from neuro_trigger.data.neuroresults.format import INPUT_COLUMNS
 from neuro_trigger.data.toy.real_sample import (
     REAL_STATS,
     THETA10_EDGES,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import write_table
+from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import TOY_VERSION, generate
 
 DEFAULT_DIR = REPO_ROOT / "data_cache" / "toy"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from neuro_trigger.data.neuroresults import COLUMNS, INPUT_COLUMNS, INT_COLUMNS
+from neuro_trigger.data.neuroresults.format import COLUMNS, INPUT_COLUMNS, INT_COLUMNS
 from neuro_trigger.data.toy.detector import (
     ALPHA_SCALE,
     AMBIGUOUS,

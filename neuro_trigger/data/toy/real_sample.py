@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import INPUT_COLUMNS
+from neuro_trigger.data.neuroresults.format import INPUT_COLUMNS
 
 REAL_INPUT_STATS_FILE = REPO_ROOT.parent / "shared" / "data" / "real_sample_input_stats.csv"
 REAL_SAMPLE_FILE = REPO_ROOT.parent / "shared" / "data" / "neuroresults_sample.tsv"  # 51 real rows
