@@ -106,7 +106,7 @@ def _paths(v: Any) -> str | None:
 
 
 def _filter(v: str) -> str | None:
-    from neuro_trigger.data.filters import parse_filter
+    from neuro_trigger.data.filter_parser import parse_filter
 
     try:
         parse_filter(v)

@@ -17,7 +17,7 @@ import torch
 from neuro_trigger import registry
 from neuro_trigger.data import earlier_runs as compat
 from neuro_trigger.data.dataset import load_split
-from neuro_trigger.data.filters import parse_filter
+from neuro_trigger.data.filter_parser import parse_filter
 from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError

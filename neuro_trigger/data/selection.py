@@ -12,7 +12,8 @@ import numpy as np
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data import earlier_runs
 from neuro_trigger.data.dataset import ColumnStore, load_split
-from neuro_trigger.data.filters import ExpertFilter, parse_filter
+from neuro_trigger.data.filter_parser import parse_filter
+from neuro_trigger.data.filters import ExpertFilter
 from neuro_trigger.errors import UserError
 
 log = logging.getLogger("neuro_trigger")
