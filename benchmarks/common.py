@@ -220,8 +220,8 @@ def tree_cpu(cpu: CpuShare, memory: TreeMemory) -> tuple[float, float]:
 
 # ============================================================================================ data
 def _write_split(args: tuple[int, int, str]) -> str:
-    from neuro_trigger.data.neuroresults import write_table
-    from neuro_trigger.data.toy_mc import generate
+    from neuro_trigger.data.neuroresults.writer import write_table
+    from neuro_trigger.data.toy.generator import generate
 
     tracks, seed, path = args
     write_table(generate(tracks, seed), path)
@@ -233,7 +233,7 @@ def make_data(folder: Path, tracks: int, splits: tuple[str, ...], seed: int) -> 
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from neuro_trigger.data.toy_mc import split_seed
+    from neuro_trigger.data.toy.default_set import split_seed
 
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(tracks, split_seed(seed, s), str(folder / f"neuroresults_{s}.gz")) for s in splits]

@@ -23,7 +23,7 @@ def _measure(data: dict[str, list[str]], tmp: Path, sizes: Sizes) -> dict[str, A
     from benchmarks.runs import run_job
     from benchmarks.training import Trainbench
     from neuro_trigger.data.dataset import load_split
-    from neuro_trigger.data.neuroresults import read_neuroresults
+    from neuro_trigger.data.neuroresults.reader import read_neuroresults
 
     train = Path(data["train"][0])
     repeats = max(1, sizes.parse_repeats - 1)
@@ -54,7 +54,7 @@ def _measure(data: dict[str, list[str]], tmp: Path, sizes: Sizes) -> dict[str, A
 
 def bench_large(tmp: Path, sizes: Sizes, seed: int) -> list[Row]:
     """Every row of the group, the reference size first."""
-    from neuro_trigger.data.neuroresults import CACHE_DIR, file_hash
+    from neuro_trigger.data.neuroresults.cache import CACHE_DIR, file_hash
 
     big = sizes.tracks
     small = max(1000, big // SCALE)

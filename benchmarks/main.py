@@ -24,10 +24,10 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO neuro_trig
 def _default_data() -> tuple[dict[str, list[str]], float]:
     """The embedded default data set (generated if missing), its three splits parsed without the cache (the
     floor's parse, seconds) and then read once through the cache, so that the run finds it warm."""
-    from neuro_trigger.data import toy_mc
-    from neuro_trigger.data.neuroresults import read_neuroresults
+    from neuro_trigger.data.neuroresults.reader import read_neuroresults
+    from neuro_trigger.data.toy import default_set
 
-    paths = toy_mc.ensure_default_dataset()
+    paths = default_set.ensure_default_dataset()
     start = time.perf_counter()
     for path in paths.values():
         read_neuroresults(path, cache_dir=None)
@@ -135,9 +135,9 @@ def bench_main(tmp: Path, quick: bool) -> list[Row]:
     """`python neuro_trigger/main.py baseline_v2 -p` on the embedded default data set (parse cache warm), timed
     from the command to its exit; the floor of its arithmetic; its start-up and its tail."""
     from neuro_trigger.config.resolution import resolve_config
-    from neuro_trigger.data import toy_mc
+    from neuro_trigger.data.toy import default_set
 
-    had_toy = all((REPO_ROOT / p).is_file() for p in toy_mc.DEFAULT_FILES.values())
+    had_toy = all((REPO_ROOT / p).is_file() for p in default_set.DEFAULT_FILES.values())
     _, parse_s = _default_data()
     log("main.py: raw-loop epochs of each expert of baseline_v2 (the floor, measured again after the run)")
     overrides = ["epochs=2"] if quick else []

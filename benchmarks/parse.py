@@ -46,7 +46,7 @@ def bench_parse(train_gz: Path, tmp: Path, sizes: Sizes) -> list[Row]:
     """read_neuroresults (no cache) on .gz and plain text vs numpy.loadtxt and plain decompression."""
     import numpy as np
 
-    from neuro_trigger.data.neuroresults import parse_threads, read_neuroresults
+    from neuro_trigger.data.neuroresults.reader import parse_threads, read_neuroresults
 
     plain, head_gz, head_plain, head_rows = truncated_copies(train_gz, sizes.loadtxt_rows, tmp)
     reps = sizes.parse_repeats
@@ -91,7 +91,7 @@ def bench_parse(train_gz: Path, tmp: Path, sizes: Sizes) -> list[Row]:
 
 def bench_cache(train_gz: Path, cache: Path, sizes: Sizes) -> list[Row]:
     """Second read_neuroresults with a cache_dir: sha256 of the file plus loading the npz."""
-    from neuro_trigger.data.neuroresults import read_neuroresults
+    from neuro_trigger.data.neuroresults.reader import read_neuroresults
 
     start = time.perf_counter()
     n = len(read_neuroresults(train_gz, cache_dir=cache)["Expert"])  # parse and store

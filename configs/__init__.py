@@ -7,7 +7,7 @@ takes its default there (`base` below spells the defaults out). This file is dat
 never executed by anything but Python's import of it.
 """
 
-# The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
+# The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy/).
 TOY_DATA = {
     "train": ["data_cache/toy/neuroresults_random1.gz"],
     "val": ["data_cache/toy/neuroresults_random2.gz"],

@@ -38,8 +38,8 @@ def status(folder: Path, key: str) -> dict:
 
 def toy_splits(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
     """Small toy data files, one per split (`sizes`: tracks per split), as a config's `data` value."""
-    from neuro_trigger.data.neuroresults import write_table
-    from neuro_trigger.data.toy_mc import generate
+    from neuro_trigger.data.neuroresults.writer import write_table
+    from neuro_trigger.data.toy.generator import generate
 
     paths = {}
     for i, (split, n) in enumerate(sizes.items()):

@@ -17,9 +17,9 @@ import torch
 from neuro_trigger import registry
 from neuro_trigger.data import earlier_runs as compat
 from neuro_trigger.data.dataset import load_split
-from neuro_trigger.data.filters import parse_filter
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.filter_parser import parse_filter
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.metrics import split_metrics
 from neuro_trigger.run import artifacts

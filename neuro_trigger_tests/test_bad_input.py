@@ -20,8 +20,10 @@ import pytest
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.config import sources as config_sources
-from neuro_trigger.data.neuroresults import COLUMNS, read_neuroresults, write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.format import COLUMNS
+from neuro_trigger.data.neuroresults.reader import read_neuroresults
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.main import main
 from neuro_trigger.run import folder as run_folder
 

@@ -20,8 +20,8 @@ import pytest
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.compare import main
 from neuro_trigger.data.dataset import load_split
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.judge.comparison import OTHER_DATA, compare, config_diff, flatten
 
 

@@ -12,8 +12,9 @@ import torch
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data import earlier_runs as compat
 from neuro_trigger.data.dataset import ColumnStore, load_split
-from neuro_trigger.data.neuroresults import COLUMNS, PREDICTION_COLUMNS, write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.format import COLUMNS, PREDICTION_COLUMNS
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts
 

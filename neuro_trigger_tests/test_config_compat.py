@@ -435,7 +435,7 @@ def test_keys_without_meaning_here_stay_errors():
 
 
 def test_shipped_base_spells_out_the_schema_defaults():
-    from neuro_trigger.data.toy_mc import DEFAULT_FILES
+    from neuro_trigger.data.toy.default_set import DEFAULT_FILES
 
     d = defaults()
     assert set(d) == set(SCHEMA)

@@ -12,18 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.data import dataset, toy_mc
-from neuro_trigger.data import neuroresults as nr
+from neuro_trigger.data import dataset
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns, load_split
-from neuro_trigger.data.neuroresults import (
-    COLUMNS,
-    INPUT_COLUMNS,
-    DataFormatError,
-    file_hash,
-    read_neuroresults,
-    write_predictions,
-    write_table,
-)
+from neuro_trigger.data.neuroresults import cache as nr_cache
+from neuro_trigger.data.neuroresults import reader as nr_reader
+from neuro_trigger.data.neuroresults import text as nr_text
+from neuro_trigger.data.neuroresults.cache import file_hash
+from neuro_trigger.data.neuroresults.format import COLUMNS, INPUT_COLUMNS, INT_COLUMNS, VALUE_RANGES, DataFormatError
+from neuro_trigger.data.neuroresults.reader import read_neuroresults
+from neuro_trigger.data.neuroresults.writer import write_predictions, write_table
+from neuro_trigger.data.toy import default_set
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 
 SAMPLE = Path(__file__).parents[1] / ".." / "shared" / "data" / "neuroresults_sample.tsv"
@@ -108,13 +107,13 @@ def test_a_cached_parse_passes_the_same_checks(tmp_path: Path, monkeypatch: pyte
     table.loc[11, "SL5-driftT"] = 1.5
     path = _write(table, tmp_path / "bad.gz")
     cache = tmp_path / "cache"
-    parsed = {name: table[name].to_numpy(np.int64 if name in nr.INT_COLUMNS else np.float32) for name in COLUMNS}
-    nr._store_cache(cache / f"{file_hash(path)}.npz", parsed)
+    parsed = {name: table[name].to_numpy(np.int64 if name in INT_COLUMNS else np.float32) for name in COLUMNS}
+    nr_cache._store_cache(cache / f"{file_hash(path)}.npz", parsed)
 
     def no_parsing(_path: Path) -> None:
         raise AssertionError("parsed again although cached")
 
-    monkeypatch.setattr(nr, "_parse", no_parsing)
+    monkeypatch.setattr(nr_reader, "_parse", no_parsing)
     for columns in (None, ["RecoZ"]):  # a subset read checks too
         with pytest.raises(DataFormatError, match=rf"^{path}:14: column SL5-driftT: value 1.5 outside \[-1, 1\]"):
             read_neuroresults(path, columns=columns, cache_dir=cache)
@@ -135,7 +134,7 @@ def test_expert_minus_one_rows_are_counted_reported_and_not_trained(
 
 
 def test_toy_inputs_stay_inside_their_ranges(tmp_path: Path) -> None:
-    table = toy_mc.generate(20_000, seed=0)  # before the fix 4 axial relID values lay beyond +-1
+    table = generate(20_000, seed=0)  # before the fix 4 axial relID values lay beyond +-1
     assert np.abs(table[INPUT_COLUMNS].to_numpy()).max() <= 1.0
     read_neuroresults(_write(table, tmp_path / "toy.gz"), cache_dir=None)
 
@@ -144,7 +143,7 @@ def test_real_sample_is_inside_the_ranges() -> None:
     if not SAMPLE.is_file():
         pytest.skip(f"real data sample {SAMPLE} is not present (it lives in the shared workplace folder)")
     read = read_neuroresults(SAMPLE, cache_dir=None)
-    for name, (lo, hi) in nr.VALUE_RANGES.items():
+    for name, (lo, hi) in VALUE_RANGES.items():
         assert lo <= read[name].min() and read[name].max() <= hi, name
 
 
@@ -152,8 +151,8 @@ def test_real_sample_is_inside_the_ranges() -> None:
 @pytest.mark.parametrize("pieces", ["whole", "small pieces"])
 def test_gzip_with_zero_padding_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: str) -> None:
     if pieces == "small pieces":  # the padding spans many reads
-        monkeypatch.setattr(nr, "_PIECE_BYTES", 256)
-        monkeypatch.setattr(nr, "_BLOCK_BYTES", 700)
+        monkeypatch.setattr(nr_text, "_PIECE_BYTES", 256)
+        monkeypatch.setattr(nr_text, "_BLOCK_BYTES", 700)
     table = make_table(300)
     text = _write(table, tmp_path / "t.tsv").read_bytes()
     cut = text.index(b"\n", len(text) // 2) + 1
@@ -176,12 +175,12 @@ def test_gzip_with_zero_padding_is_read(tmp_path: Path, monkeypatch: pytest.Monk
 
 # ------------------------------------------------------------------------------- 3. reproducible toy files
 def test_toy_files_are_byte_identical_for_a_version_and_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toy_mc, "DEFAULT_TRACKS", {"train": 300, "val": 100, "test": 100})
+    monkeypatch.setattr(default_set, "DEFAULT_TRACKS", {"train": 300, "val": 100, "test": 100})
     written = []
     for folder in ("one", "two"):
-        monkeypatch.setattr(toy_mc, "REPO_ROOT", tmp_path / folder)
-        monkeypatch.setattr(toy_mc, "DEFAULT_DIR", tmp_path / folder / "data_cache" / "toy")
-        written.append({split: path.read_bytes() for split, path in toy_mc.ensure_default_dataset().items()})
+        monkeypatch.setattr(default_set, "REPO_ROOT", tmp_path / folder)
+        monkeypatch.setattr(default_set, "DEFAULT_DIR", tmp_path / folder / "data_cache" / "toy")
+        written.append({split: path.read_bytes() for split, path in default_set.ensure_default_dataset().items()})
     assert written[0] == written[1]
     for data in written[0].values():
         assert data[:2] == b"\x1f\x8b"

@@ -18,7 +18,9 @@ from neuro_trigger.data.dataset import (
     z_from_cm,
     z_to_cm,
 )
-from neuro_trigger.data.neuroresults import COLUMNS, INPUT_COLUMNS, file_hash, write_table
+from neuro_trigger.data.neuroresults.cache import file_hash
+from neuro_trigger.data.neuroresults.format import COLUMNS, INPUT_COLUMNS
+from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.errors import UserError
 
 

@@ -18,8 +18,9 @@ import torch
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.dataset import load_split
-from neuro_trigger.data.neuroresults import file_hash, write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.cache import file_hash
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.evaluate import main
 from neuro_trigger.judge.evaluation import evaluate, load_networks, predict

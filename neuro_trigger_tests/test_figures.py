@@ -16,8 +16,8 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from neuro_trigger.config.resolution import resolve_config
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.metrics import (
     THETA_BIN_EDGES_DEG,

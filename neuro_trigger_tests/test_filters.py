@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 
 from neuro_trigger.data import filters as filters_module
+from neuro_trigger.data.filter_parser import FilterSyntaxError, parse_filter
 from neuro_trigger.data.filters import (
     ConCatFilter,
     DuplicateEventsFilter,
     ExpertFilter,
     Filter,
-    FilterSyntaxError,
     IdentityFilter,
     Max2EventsFilter,
     RangeFilter,
-    parse_filter,
 )
 from neuro_trigger.errors import UserError
 

@@ -10,17 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.data import neuroresults as nr
-from neuro_trigger.data.neuroresults import (
-    COLUMNS,
-    INPUT_COLUMNS,
-    INT_COLUMNS,
-    DataFormatError,
-    file_hash,
-    read_neuroresults,
-    write_predictions,
-    write_table,
-)
+from neuro_trigger.data.neuroresults import reader as nr_reader
+from neuro_trigger.data.neuroresults import text as nr_text
+from neuro_trigger.data.neuroresults.cache import file_hash
+from neuro_trigger.data.neuroresults.format import COLUMNS, INPUT_COLUMNS, INT_COLUMNS, DataFormatError
+from neuro_trigger.data.neuroresults.reader import read_neuroresults
+from neuro_trigger.data.neuroresults.writer import write_predictions, write_table
 from neuro_trigger.errors import UserError
 
 SAMPLE = Path(__file__).parents[1] / ".." / "shared" / "data" / "neuroresults_sample.tsv"
@@ -31,8 +26,8 @@ def blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """Every test runs twice: files read as one parsing block, and cut into blocks of a few lines
     (read in pieces smaller than a line), parsed in parallel and joined again."""
     if request.param == "many blocks":
-        monkeypatch.setattr(nr, "_BLOCK_BYTES", 700)
-        monkeypatch.setattr(nr, "_PIECE_BYTES", 256)
+        monkeypatch.setattr(nr_text, "_BLOCK_BYTES", 700)
+        monkeypatch.setattr(nr_text, "_PIECE_BYTES", 256)
     return request.param
 
 
@@ -100,7 +95,7 @@ def test_large_file_in_many_gzip_members_is_read_whole(tmp_path: Path, blocks: s
         data[len(data) // 2:]))  # the second member ends mid-line
     assert_matches(read_neuroresults(path, cache_dir=None), table)
     if blocks == "many blocks":
-        assert len(list(nr._blocks(nr._text_pieces(path, True, 2), b"header\n"))) > 100
+        assert len(list(nr_text._blocks(nr_text._text_pieces(path, True, 2), b"header\n"))) > 100
 
 
 def test_column_subset_in_requested_order(tmp_path: Path) -> None:
@@ -311,7 +306,7 @@ def test_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_parsing(_path: Path) -> None:
         raise AssertionError("parsed again although cached")
 
-    monkeypatch.setattr(nr, "_parse", no_parsing)
+    monkeypatch.setattr(nr_reader, "_parse", no_parsing)
     second = read_neuroresults(path, cache_dir=cache)
     assert list(second) == list(first)
     for name in first:

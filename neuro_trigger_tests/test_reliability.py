@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.runner.api import train
 from neuro_trigger_tests.run_helpers import start, status, wait_for
 

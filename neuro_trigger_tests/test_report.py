@@ -22,8 +22,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.judge import report, run_report
 from neuro_trigger.judge.metrics import judge
 from neuro_trigger.judge.report import (

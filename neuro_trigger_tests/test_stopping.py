@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.main import main
 from neuro_trigger.runner import local as experts
 from neuro_trigger.runner.api import resume, train

@@ -9,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_trigger.data import toy_mc, toy_stats
-from neuro_trigger.data.neuroresults import COLUMNS, INT_COLUMNS
+from neuro_trigger.data.neuroresults.format import COLUMNS, INT_COLUMNS
+from neuro_trigger.data.toy import cli, default_set, real_sample
+from neuro_trigger.data.toy.criteria import criteria
+from neuro_trigger.data.toy.generator import TOY_VERSION, generate
+from neuro_trigger.data.toy.reference import reference_fit
+from neuro_trigger.data.toy.stats import input_stats, layer_residuals, stereo_slopes, summarize
 from neuro_trigger_tests.run_helpers import load_script
 
 REAL_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "neuroresults_sample.tsv"
@@ -29,18 +33,18 @@ def _present(table: pd.DataFrame, sl: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def table() -> pd.DataFrame:
-    return toy_mc.generate(20_000, seed=11)
+    return generate(20_000, seed=11)
 
 
 @pytest.fixture(scope="module")
 def stats(table: pd.DataFrame) -> dict:
-    return toy_mc.summarize(table, reference=True)
+    return summarize(table, reference=True)
 
 
 def test_deterministic_for_a_seed_and_different_for_another() -> None:
-    a = toy_mc.generate(2000, seed=1)
-    pd.testing.assert_frame_equal(a, toy_mc.generate(2000, seed=1))
-    b = toy_mc.generate(2000, seed=2)
+    a = generate(2000, seed=1)
+    pd.testing.assert_frame_equal(a, generate(2000, seed=1))
+    b = generate(2000, seed=2)
     assert not np.allclose(a["SL1-relID"].to_numpy(), b["SL1-relID"].to_numpy())
 
 
@@ -51,8 +55,8 @@ def test_shape_columns_and_types(table: pd.DataFrame) -> None:
         assert table[col].dtype == (np.int64 if col in INT_COLUMNS else np.float64), col
     assert (table["iNodes"] == 27).all() and (table["oNodes"] == 2).all()
     assert np.isfinite(table.select_dtypes("float").to_numpy()).all()
-    assert toy_mc.generate(1, seed=0).shape == (1, 42)
-    empty = toy_mc.generate(0, seed=0)
+    assert generate(1, seed=0).shape == (1, 42)
+    empty = generate(0, seed=0)
     assert empty.shape == (0, 42) and list(empty.columns) == COLUMNS
 
 
@@ -136,7 +140,7 @@ def test_duplicates_share_the_reco_track_with_slightly_different_inputs(table: p
 def test_reference_fit_follows_the_truth(table: pd.DataFrame, stats: dict) -> None:
     # Since version 3 the stereo inputs carry as little z as the real ones, and the geometric fit no longer
     # beats the old network (docs/toy_mc.md); it must still follow z and theta with the right sign.
-    fit = toy_mc.reference_fit(table)
+    fit = reference_fit(table)
     assert fit.shape == (len(table), 2) and np.isfinite(fit).all()
     expert = table["Expert"].to_numpy()
     for e in range(5):
@@ -146,12 +150,12 @@ def test_reference_fit_follows_the_truth(table: pd.DataFrame, stats: dict) -> No
         assert stats["ref_z_median_abs"][e] < 30.0, e
     # Works on the reader's output too: a dict of float32 arrays.
     as_dict = {c: table[c].to_numpy(np.float32 if c not in INT_COLUMNS else np.int64) for c in COLUMNS}
-    np.testing.assert_allclose(toy_mc.reference_fit(as_dict), fit, atol=1e-3)
+    np.testing.assert_allclose(reference_fit(as_dict), fit, atol=1e-3)
 
 
 def test_file_round_trip(tmp_path: Path) -> None:
-    table = toy_mc.generate(3000, seed=4)
-    path = toy_mc.write_atomic(table, tmp_path / "neuroresults_random1.gz")
+    table = generate(3000, seed=4)
+    path = default_set.write_atomic(table, tmp_path / "neuroresults_random1.gz")
     assert [p.name for p in tmp_path.iterdir()] == ["neuroresults_random1.gz"]  # no temp file left
     back = _read(path)
     assert list(back.columns) == COLUMNS and len(back) == 3000
@@ -166,7 +170,7 @@ def test_file_round_trip(tmp_path: Path) -> None:
 
 def test_cli_writes_files_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        toy_mc.main(["--out", str(tmp_path), "--tracks", "500", "--seed", "3", "--splits", "train,test"]) == 0
+        cli.main(["--out", str(tmp_path), "--tracks", "500", "--seed", "3", "--splits", "train,test"]) == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("train: ") and lines[1].startswith("test: ")
@@ -176,31 +180,31 @@ def test_cli_writes_files_and_compares(tmp_path: Path, capsys: pytest.CaptureFix
     ]
     train, test = _read(tmp_path / "neuroresults_random1.gz"), _read(tmp_path / "neuroresults_random3.gz")
     assert len(train) == len(test) == 500 and not np.allclose(train["RecoZ"], test["RecoZ"])
-    assert toy_mc.main(["--compare", "--tracks", "2000"]) == 0
+    assert cli.main(["--compare", "--tracks", "2000"]) == 0
     out = capsys.readouterr().out
     assert "expert 0 share" in out and "reference fit" in out
     with pytest.raises(SystemExit) as exc:
-        toy_mc.main(["--out", str(tmp_path), "--splits", "train,bogus"])
+        cli.main(["--out", str(tmp_path), "--splits", "train,bogus"])
     assert exc.value.code == 2
 
 
 def test_ensure_default_dataset_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toy_mc, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(toy_mc, "DEFAULT_DIR", tmp_path / "data_cache" / "toy")
-    monkeypatch.setattr(toy_mc, "DEFAULT_TRACKS", {"train": 400, "val": 100, "test": 100})
-    paths = toy_mc.ensure_default_dataset()
+    monkeypatch.setattr(default_set, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(default_set, "DEFAULT_DIR", tmp_path / "data_cache" / "toy")
+    monkeypatch.setattr(default_set, "DEFAULT_TRACKS", {"train": 400, "val": 100, "test": 100})
+    paths = default_set.ensure_default_dataset()
     assert set(paths) == {"train", "val", "test"}
     for split, path in paths.items():
-        assert path == tmp_path / toy_mc.DEFAULT_FILES[split] and path.is_file()
+        assert path == tmp_path / default_set.DEFAULT_FILES[split] and path.is_file()
     assert len(_read(paths["val"])) == 100
     stamp = {p: p.stat().st_mtime_ns for p in paths.values()}
     os.utime(paths["train"], ns=(1, 1))
-    assert toy_mc.ensure_default_dataset() == paths
+    assert default_set.ensure_default_dataset() == paths
     assert paths["train"].stat().st_mtime_ns == 1  # reused, not rewritten
-    (toy_mc.DEFAULT_DIR / "VERSION").write_text("stale\n")
-    toy_mc.ensure_default_dataset()
+    (default_set.DEFAULT_DIR / "VERSION").write_text("stale\n")
+    default_set.ensure_default_dataset()
     assert paths["train"].stat().st_mtime_ns != 1 and all(p.is_file() for p in stamp)
-    assert toy_mc.DEFAULT_FILES["train"] == "data_cache/toy/neuroresults_random1.gz"
+    assert default_set.DEFAULT_FILES["train"] == "data_cache/toy/neuroresults_random1.gz"
 
 
 @pytest.mark.skipif(
@@ -208,16 +212,16 @@ def test_ensure_default_dataset_generates_once(tmp_path: Path, monkeypatch: pyte
 )
 def test_toy_matches_the_real_file_layout() -> None:
     real = _read(REAL_SAMPLE)
-    toy = toy_mc.generate(200, seed=0)
+    toy = generate(200, seed=0)
     assert list(real.columns) == list(toy.columns)
     assert [real[c].dtype.kind for c in COLUMNS] == [toy[c].dtype.kind for c in COLUMNS]
-    stats = toy_mc.summarize(real)  # the statistics also run on real data
+    stats = summarize(real)  # the statistics also run on real data
     assert stats["rows"] == len(real) and abs(sum(stats["expert_share"].values()) - 1.0) < 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
 # Version 3 (issue 12): shapes from the physics, compared with the real sample's statistics.
-REAL_STATS_FILE = toy_stats.REAL_INPUT_STATS_FILE
+REAL_STATS_FILE = real_sample.REAL_INPUT_STATS_FILE
 needs_real_stats = pytest.mark.skipif(
     not REAL_STATS_FILE.is_file(), reason=f"real statistics {REAL_STATS_FILE} not available outside this workplace"
 )
@@ -225,17 +229,16 @@ needs_real_stats = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def large() -> pd.DataFrame:
-    return toy_mc.generate(40_000, seed=5)
+    return generate(40_000, seed=5)
 
 
-def test_version_and_reexported_statistics() -> None:
-    assert toy_mc.TOY_VERSION == "3"
-    assert toy_mc.summarize is toy_stats.summarize and toy_mc.REAL_STATS is toy_stats.REAL_STATS
+def test_version() -> None:
+    assert TOY_VERSION == "3"
 
 
 def test_stereo_relids_carry_z_with_the_real_signs(large: pd.DataFrame) -> None:
-    toy = toy_stats.stereo_slopes(large)
-    for sl, (real_slope, real_r) in toy_stats.REAL_STATS["stereo_slope"].items():
+    toy = stereo_slopes(large)
+    for sl, (real_slope, real_r) in real_sample.REAL_STATS["stereo_slope"].items():
         slope, r = toy[sl]
         assert np.sign(slope) == np.sign(real_slope), (sl, slope)
         assert abs(r - real_r) < 0.1, (sl, r)
@@ -284,14 +287,14 @@ def test_drift_time_per_layer_type(large: pd.DataFrame) -> None:
 
 
 def test_ntracks_is_compared_per_row(large: pd.DataFrame) -> None:
-    stats = toy_mc.summarize(large)
+    stats = summarize(large)
     assert abs(stats["ntracks"]["mean"] - large["nTracks"].mean()) < 1e-9  # per row, as the real 5.9
     assert 5.5 < stats["ntracks"]["mean"] < 6.3 and stats["ntracks"]["median"] == 5
 
 
 @needs_real_stats
 def test_criteria_on_a_small_sample(large: pd.DataFrame) -> None:
-    crit = toy_stats.criteria(large)
+    crit = criteria(large)
     assert list(crit.columns) == ["group", "criterion", "real", "toy", "limit", "ok"]
     counts = crit.groupby("group").size().to_dict()
     assert counts == {"relID vs z": 13, "input": 135, "reco z": 20, "reco theta": 16, "tuned": 37}
@@ -304,9 +307,9 @@ def test_criteria_on_a_small_sample(large: pd.DataFrame) -> None:
 
 def test_statistics_work_on_a_dict_of_arrays(large: pd.DataFrame) -> None:
     as_dict = {c: large[c].to_numpy() for c in COLUMNS}
-    pd.testing.assert_frame_equal(toy_stats.input_stats(as_dict), toy_stats.input_stats(large))
-    assert toy_stats.stereo_slopes(as_dict) == toy_stats.stereo_slopes(large)
-    res = toy_stats.layer_residuals(large)
+    pd.testing.assert_frame_equal(input_stats(as_dict), input_stats(large))
+    assert stereo_slopes(as_dict) == stereo_slopes(large)
+    res = layer_residuals(large)
     assert list(res.index) == ["SL1", "SL3", "SL5", "SL7"]
     assert (res["mean"].abs() < 2.0).all() and (res["r"] > 0.6).all()  # scaling and geometry consistent
 
@@ -323,7 +326,7 @@ def test_toy_vs_real_script_writes_figures_and_the_doc_section(
     doc.write_text("# title\n\nbefore\n<!-- toy_vs_real:begin -->\nold\n<!-- toy_vs_real:end -->\nafter\n")
     figures = tmp_path / "figs"
     args = ["--tracks", "4000", "--seed", "3", "--figures", str(figures), "--doc", str(doc)]
-    if toy_stats.REAL_SAMPLE_FILE.is_file():
+    if real_sample.REAL_SAMPLE_FILE.is_file():
         args += ["--transfer", "--transfer-tracks", "2000"]
     assert _script().main(args) == 0
     out = capsys.readouterr().out
@@ -334,7 +337,7 @@ def test_toy_vs_real_script_writes_figures_and_the_doc_section(
     assert text.startswith("# title\n\nbefore\n<!-- toy_vs_real:begin -->\n")
     assert text.endswith("<!-- toy_vs_real:end -->\nafter\n")
     assert "old\n" not in text and "(figs/SL0-relID.png)" in text and "| relID vs z |" in text
-    if toy_stats.REAL_SAMPLE_FILE.is_file():
+    if real_sample.REAL_SAMPLE_FILE.is_file():
         assert "Per-layer check on the 51 real rows" in text and "trained on the toy only" in text
     # --strict fails on a miss (SL6's positive fraction misses, docs/toy_mc.md); a doc without the markers
     # is refused before anything is generated.

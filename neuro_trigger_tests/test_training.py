@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.runner.api import train
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from neuro_trigger.data.dataset import theta_from_deg, z_from_cm
-from neuro_trigger.data.neuroresults import write_table
-from neuro_trigger.data.toy_mc import generate
+from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.metrics import (
     EXPERT_BIN_EDGES,

@@ -14,7 +14,7 @@ Each RUN is a run folder (`log/<config>/version_N`). For every expert a run trai
   [0, 10) pooled exactly from their counts, means and stds), and its ratio to the baseline run's (the
   --baseline-th RUN, the first by default) for the same expert;
 - the overall z resolution (std and half width of the central 68%) and the old network's on the same rows;
-- with --reference: the toy's reference fit (`toy_mc.reference_fit`) on the same split, per expert, and
+- with --reference: the toy's reference fit (`toy.reference.reference_fit`) on the same split, per expert, and
   each network's z std over the fit's.
 
 It writes `bias_vs_z_expert_N.png`, `resolution_vs_z_expert_N.png` (one colour per run, per-bin error
@@ -131,8 +131,8 @@ def read_run(folder: Path, split: str, label: str | None = None, min_count: int 
 def reference_bins(folder: Path, split: str) -> dict[str, dict]:
     """Per expert key: the toy reference fit's z std and binned residuals on the run's data of `split`."""
     from neuro_trigger import REPO_ROOT
-    from neuro_trigger.data.neuroresults import read_neuroresults
-    from neuro_trigger.data.toy_mc import reference_fit
+    from neuro_trigger.data.neuroresults.reader import read_neuroresults
+    from neuro_trigger.data.toy.reference import reference_fit
     from neuro_trigger.judge import metrics
 
     config = json.loads((Path(folder) / "config.json").read_text())

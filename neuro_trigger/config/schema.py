@@ -90,7 +90,7 @@ def _paths(v: Any) -> str | None:
 
 
 def _filter(v: str) -> str | None:
-    from neuro_trigger.data.filters import parse_filter
+    from neuro_trigger.data.filter_parser import parse_filter
 
     try:
         parse_filter(v)
@@ -154,7 +154,7 @@ SLURM_KEYS: dict[str, Key] = {
     "extra": Key((dict,), "more sbatch options, e.g. {'qos': 'short', 'constraint': 'a100'}", _sbatch_options,
                  default={}),
 }
-# The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy_mc.py).
+# The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy/).
 DEFAULT_DATA = {
     "train": ["data_cache/toy/neuroresults_random1.gz"],
     "val": ["data_cache/toy/neuroresults_random2.gz"],

@@ -21,15 +21,9 @@ from typing import TypeVar
 import numpy as np
 
 from neuro_trigger import REPO_ROOT, cpu_cores
-from neuro_trigger.data.neuroresults import (
-    CACHE_DIR,
-    INPUT_COLUMNS,
-    NO_EXPERT,
-    TARGET_COLUMNS,
-    file_hash,
-    first_data_line,
-    read_neuroresults,
-)
+from neuro_trigger.data.neuroresults.cache import CACHE_DIR, file_hash
+from neuro_trigger.data.neuroresults.format import INPUT_COLUMNS, NO_EXPERT, TARGET_COLUMNS
+from neuro_trigger.data.neuroresults.reader import first_data_line, read_neuroresults
 from neuro_trigger.errors import UserError
 
 log = logging.getLogger(__name__)

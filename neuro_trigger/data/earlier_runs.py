@@ -37,7 +37,7 @@ import numpy as np
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.dataset import ColumnStore
-from neuro_trigger.data.neuroresults import COLUMNS, INPUT_COLUMNS, PREDICTION_COLUMNS, TARGET_COLUMNS
+from neuro_trigger.data.neuroresults.format import COLUMNS, INPUT_COLUMNS, PREDICTION_COLUMNS, TARGET_COLUMNS
 from neuro_trigger.errors import UserError
 
 log = logging.getLogger("neuro_trigger")

@@ -13,7 +13,8 @@ import numpy as np
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.data import earlier_runs
 from neuro_trigger.data.dataset import ColumnStore, load_split
-from neuro_trigger.data.filters import ExpertFilter, parse_filter
+from neuro_trigger.data.filter_parser import parse_filter
+from neuro_trigger.data.filters import ExpertFilter
 from neuro_trigger.errors import UserError
 
 log = logging.getLogger("neuro_trigger")
@@ -28,15 +29,15 @@ def data_paths(config: dict[str, Any]) -> dict[str, list[Path]]:
         entry = config["data"][split]
         items = [entry] if isinstance(entry, str) else entry
         paths[split] = [p if p.is_absolute() else REPO_ROOT / p for p in map(Path, items)]
-    from neuro_trigger.data import toy_mc
+    from neuro_trigger.data.toy import default_set
 
-    toy_dir = toy_mc.DEFAULT_DIR.resolve()
+    toy_dir = default_set.DEFAULT_DIR.resolve()
     wanted = [p for ps in paths.values() for p in ps]
-    if any(p.resolve().parent == toy_dir for p in wanted) and not toy_mc.default_dataset_current():
+    if any(p.resolve().parent == toy_dir for p in wanted) and not default_set.default_dataset_current():
         began = time.time()
         log.info("generating the embedded default data set (the toy Monte Carlo) into %s: first use of this "
                  "version, about a minute", toy_dir)
-        toy_mc.ensure_default_dataset()
+        default_set.ensure_default_dataset()
         log.info("default data set generated in %.0f s", time.time() - began)
     return paths
 

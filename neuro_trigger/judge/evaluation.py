@@ -32,7 +32,7 @@ import numpy as np
 
 from neuro_trigger import REPO_ROOT, registry
 from neuro_trigger.data.dataset import ColumnStore, load_split
-from neuro_trigger.data.neuroresults import NO_EXPERT
+from neuro_trigger.data.neuroresults.format import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
 from neuro_trigger.judge import metrics
 from neuro_trigger.run.files import read_json, write_atomic, write_json
@@ -443,7 +443,7 @@ def _claim_folder(root: Path, name: str, max_attempts: int = 1000) -> Path:
 def _write_evaluation(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
                       result: dict[str, Any], what: str) -> None:
     """metrics.json, the prediction table, the figures and report.html into a claimed folder."""
-    from neuro_trigger.data.neuroresults import write_predictions
+    from neuro_trigger.data.neuroresults.writer import write_predictions
 
     write_json(folder / "metrics.json", result)
     table = folder / f"pred_data_{result['name']}.csv"

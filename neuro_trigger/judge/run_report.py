@@ -160,7 +160,7 @@ def expert_figures(expert_dir: Path, config: dict, store, split: str,
                    summary: dict | None = None) -> tuple[str, dict[str, Figure]] | None:
     """The report's figures of one finished expert on one split, drawn from its saved predictions on the rows
     it is judged on: (section title, figures by name); None without predictions."""
-    from neuro_trigger.data.filters import parse_filter
+    from neuro_trigger.data.filter_parser import parse_filter
     from neuro_trigger.data.selection import expert_rows
     from neuro_trigger.judge.plots import overlay_figures
     from neuro_trigger.run.artifacts import is_identity_filter

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from neuro_trigger.data.dataset import ColumnStore
+from neuro_trigger.data.filter_parser import parse_filter
 from neuro_trigger.data.filters import (
     AndFilter,
     ConCatFilter,
@@ -25,9 +26,8 @@ from neuro_trigger.data.filters import (
     IdentityFilter,
     NotFilter,
     OrFilter,
-    parse_filter,
 )
-from neuro_trigger.data.neuroresults import write_predictions
+from neuro_trigger.data.neuroresults.writer import write_predictions
 from neuro_trigger.data.selection import apply_compare_to, expert_rows, load_data  # noqa: F401 - also artifacts.*
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.metrics import split_metrics

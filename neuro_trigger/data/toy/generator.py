@@ -1,37 +1,48 @@
-"""Toy Monte Carlo of the neural z-vertex trigger's inputs: the embedded default data set.
-
-Tracks come from a few sources along the beam line (collisions at the interaction point; Touschek,
-beam-gas and localised beam-loss background), cross the nine CDC superlayers and leave segments where
-they are inside the chamber. The 2D track finder measures each track's azimuth and curvature with
-errors common to all superlayers; a stereo hit lies off the 2D track by the stereo wire's azimuthal
-shift at the track's z at that radius, so the stereo relIDs carry z the way the real ones do (with the
-real signs). Drift times follow the drift distance, with per-layer hit inefficiency, late hits and
-left/right ambiguity. Everything is vectorised with numpy (no loop over tracks) and written in the
-real neuroresults format. See docs/toy_mc.md for the model and its comparison with real data.
+"""The toy's physics: track sources, directions and momenta, events of duplicated hardware tracks, and
+the previous network's prediction; `generate` draws rows of the 42 neuroresults columns from them
+through the detector (see the package's docstring and docs/toy_mc.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import uuid
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
-from neuro_trigger import REPO_ROOT
-from neuro_trigger.data.neuroresults import COLUMNS, INPUT_COLUMNS, INT_COLUMNS, write_table
-from neuro_trigger.data.toy_stats import (  # noqa: F401  (re-exported: the statistics used to live here)
-    REAL_STATS,
-    THETA_EDGES,
-    Z_EDGES,
-    format_comparison,
-    format_resolution,
-    summarize,
+from neuro_trigger.data.neuroresults.format import COLUMNS, INPUT_COLUMNS, INT_COLUMNS
+from neuro_trigger.data.toy.detector import (
+    ALPHA_SCALE,
+    AMBIGUOUS,
+    AXIAL_SL,
+    B_FIELD,
+    CURVATURE_RESOLUTION,
+    DRIFT_FLIP,
+    DRIFT_MISSING,
+    DRIFT_SIGMA,
+    HIT_SIGMA,
+    INEFFICIENCY,
+    LATE,
+    LATE_AMBIGUOUS,
+    LAYER_TYPE,
+    MIN_AXIAL,
+    PT_MAX,
+    PT_MIN,
+    RADII,
+    RELID_CENTRE,
+    RELID_GAIN,
+    SIGMA_PHI0,
+    STEREO_ANGLE,
+    STEREO_SL,
+    T_MAX,
+    WIRE_DPHI,
+    WRONG_HIT,
+    WRONG_HIT_SIGMA,
+    XT_POWER,
+    ZERO_CURVATURE,
+    arc_length,
+    expert_of,
+    stereo_wire_offset,
+    z_back,
+    z_front,
 )
 
 TOY_VERSION = "3"
@@ -39,24 +50,6 @@ TOY_VERSION = "3"
 set is rebuilt. 2: relID clipped to [-1, 1]; gzip header without a time stamp (byte-identical files).
 3: physics revised against the real per-input statistics (issue 12): stereo shift sign, background
 sources and directions, charge asymmetry, 2D track errors, drift-time model, relID scaling."""
-
-# ---------------------------------------------------------------------------------------------
-# Geometry (cm, rad). Radii of the priority layers of SL0..SL8 and wires per layer are those of
-# the Belle II CDC (the radii reproduce the real alpha ratios between superlayers).
-RADII = np.array([19.8, 29.8, 39.7, 52.1, 61.4, 72.5, 82.8, 93.9, 104.2])
-N_WIRES = np.array([160, 160, 192, 224, 256, 288, 320, 352, 384])
-WIRE_DPHI = 2.0 * np.pi / N_WIRES
-AXIAL_SL = np.array([0, 2, 4, 6, 8])
-STEREO_SL = np.array([1, 3, 5, 7])
-# Stereo angles: U superlayers (SL1, SL5) positive, V superlayers (SL3, SL7) negative. A wire's azimuth
-# grows with z by tan(stereo) z / r, so the wire a track crosses at height z is the one whose azimuth at
-# z = 0 is smaller by that much: the relID of a U layer falls with z, that of a V layer rises (as in data).
-STEREO_ANGLE = np.array([0.0, 0.045, 0.0, -0.055, 0.0, 0.065, 0.0, -0.075, 0.0])
-# Chamber z extent at radius r, linear in r: z_back(r) <= z <= z_front(r) (the CDC is asymmetric).
-Z_FRONT = (80.0, 0.95)  # z_front(r) = a + b * (r - RADII[0])
-Z_BACK = (-50.0, -0.36)  # z_back(r) = a + b * (r - RADII[0])
-EXPERT_OF_MISSING_STEREO = {None: 0, 7: 1, 5: 2, 3: 3, 1: 4}
-LAYER_TYPE = np.array([0, 2, 1, 2, 1, 2, 1, 2, 1])  # 0: SL0 (small cells), 1: axial, 2: stereo
 
 # ---------------------------------------------------------------------------------------------
 # Track sources: (name, weight before acceptance, z0 shape, shape parameters in cm). "normal": (mean,
@@ -95,56 +88,11 @@ EXIT_WEIGHTS_BKG = np.array(
 # finder's range, positive with probability BKG_POSITIVE; its d0 (cm, distance of closest approach to
 # the beam line, where the 2D finder assumes tracks come from) is normal (0, BKG_D0). Fitted to the real
 # alpha statistics (positive fraction 70% of non-zero values on every layer, mean and width).
-B_FIELD = 1.5  # T
-PT_MIN, PT_MAX = 0.3, 20.0  # the 2D finder's curvature range
 PT_MIN_COLLISION = 0.45
 BKG_INV_PT, BKG_INV_PT_SIGMA = 2.0, 0.75
 BKG_POSITIVE = 0.87
 BKG_D0 = 0.3
 
-# The 2D track (one per hardware track): azimuth error SIGMA_PHI0 (rad), relative curvature error
-# CURVATURE_RESOLUTION; its azimuth error at radius r is dphi0 + r dkappa / 2 + d0 / r, the same for all
-# superlayers of a row. A fraction ZERO_CURVATURE of 2D tracks carries curvature 0 (alpha = 0 on every
-# layer while relID and driftT exist, as in 0.7% of the real rows).
-SIGMA_PHI0 = 0.002
-CURVATURE_RESOLUTION = 0.03
-ZERO_CURVATURE = 0.0066
-ALPHA_SCALE = 0.482  # alpha = ALPHA_SCALE * asin(r kappa / 2), signed by charge
-
-# Hits, in wire units. hit = p - stereo shift + noise, p the track's true crossing; W = round(hit) the
-# priority wire; rel = W - c, c the 2D track's crossing estimate; relID = RELID_GAIN (rel - RELID_CENTRE)
-# clipped to [-1, 1]. noise is N(0, HIT_SIGMA); a stereo segment's priority hit is a wrong one (a
-# neighbouring cell's, or a background hit) with probability WRONG_HIT (U, V superlayers), off by
-# N(0, WRONG_HIT_SIGMA) wires more. WRONG_HIT is set by the real stereo relIDs' correlation with z (and
-# the real rows' per-layer residuals, docs/toy_mc.md). RELID_GAIN and RELID_CENTRE are the hardware's
-# per-superlayer scaling (its relevant wire range); they are set to the real relIDs' mean and width.
-HIT_SIGMA = np.array([0.1, 0.3, 0.1, 0.3, 0.1, 0.3, 0.1, 0.3, 0.1])
-WRONG_HIT = (0.5, 0.2)
-WRONG_HIT_SIGMA = 1.5
-RELID_GAIN = np.array([0.6222, 0.2738, 0.5685, 0.2654, 0.5791, 0.1201, 0.5262, 0.121, 0.2796])
-RELID_CENTRE = np.array([-0.09555, -0.7193, -0.08413, 1.206, -0.04352, -1.172, -0.438, 1.992, -0.3893])
-
-# Drift time, per layer type (SL0 with its small cells, axial, stereo). A present segment has a drift time
-# unless its priority wire has no hit (DRIFT_MISSING, per layer: the hit inefficiency). With probability
-# LATE the priority hit is a late (background or cross-talk) hit: |driftT| = 1 (saturated). Otherwise
-# |driftT| = T_MAX (2 |x|)^XT_POWER + N(0, DRIFT_SIGMA), x the hit's signed distance from the wire in wire
-# pitches (|x| <= 0.5). The sign is the left/right side of the hit, wrong with probability DRIFT_FLIP; the
-# left/right table cannot resolve AMBIGUOUS of the in-time and LATE_AMBIGUOUS of the late hits and
-# reports them as left (negative). The type parameters are fitted to the real non-zero driftT mean,
-# width, positive fraction and 5%/95% quantiles of the layers of that type.
-DRIFT_MISSING = np.array([0.390, 0.292, 0.440, 0.310, 0.388, 0.253, 0.372, 0.254, 0.410])
-T_MAX = np.array([0.265, 0.378, 0.639])
-XT_POWER = np.array([1.500, 1.487, 1.112])
-DRIFT_SIGMA = np.array([0.231, 0.203, 0.037])
-LATE = np.array([0.099, 0.125, 0.176])
-LATE_AMBIGUOUS = np.array([0.422, 0.273, 0.137])
-AMBIGUOUS = np.array([0.389, 0.172, 0.079])
-DRIFT_FLIP = 0.03
-
-# Segment finder inefficiency per superlayer, on top of the chamber acceptance: set to the real zero
-# fractions of each superlayer's inputs (for the stereo ones these are the expert shares).
-INEFFICIENCY = np.array([0.2251, 0.0839, 0.0715, 0.1607, 0.0816, 0.0546, 0.1266, 0.1120, 0.2512])
-MIN_AXIAL = 3  # the 2D finder needs this many axial segments
 RECO_SIGMA = (0.05, 0.1)  # offline reconstruction error of z (cm) and theta (deg)
 
 # Event structure: distinct reco tracks per event (1..6, before dropped rows), hardware tracks (rows)
@@ -175,51 +123,6 @@ OLD_THETA_SHRINK = 0.8  # old theta - 90 = shrink * (theta - 90)
 OLD_THETA_SIGMA = np.array([8.0, 10.0, 9.0, 10.0, 13.0])  # core, per expert (deg)
 OLD_THETA_TAIL_SIGMA = np.array([24.0, 30.0, 27.0, 30.0, 39.0])  # tail, per expert (deg)
 OLD_THETA_TAIL = 0.12  # tail fraction
-
-# Default data set.
-DEFAULT_DIR = REPO_ROOT / "data_cache" / "toy"
-SPLITS = ("train", "val", "test")
-DEFAULT_FILES = {split: f"data_cache/toy/neuroresults_random{i + 1}.gz" for i, split in enumerate(SPLITS)}
-DEFAULT_TRACKS = {"train": 200_000, "val": 50_000, "test": 50_000}
-DEFAULT_SEED = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Geometry helpers
-def z_front(r: np.ndarray | float) -> np.ndarray:
-    """Forward end of the chamber (cm) at radius r."""
-    return Z_FRONT[0] + Z_FRONT[1] * (np.asarray(r) - RADII[0])
-
-
-def z_back(r: np.ndarray | float) -> np.ndarray:
-    """Backward end of the chamber (cm) at radius r."""
-    return Z_BACK[0] + Z_BACK[1] * (np.asarray(r) - RADII[0])
-
-
-def stereo_wire_offset(z: np.ndarray, sl: np.ndarray | int) -> np.ndarray:
-    """Azimuthal shift (wire units) of a stereo wire at height z: tan(stereo) z / r / wire pitch."""
-    return np.tan(STEREO_ANGLE[sl]) * z / (RADII[sl] * WIRE_DPHI[sl])
-
-
-def relid_scale() -> np.ndarray:
-    """relID per wire of each superlayer (the hardware's scaling gain)."""
-    return RELID_GAIN.copy()
-
-
-def arc_length(r: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """Transverse arc length (cm) from the beam line to radius r on a circle of radius rho (cm)."""
-    return 2.0 * rho * np.arcsin(np.minimum(r / (2.0 * rho), 1.0))
-
-
-def expert_of(present_stereo: np.ndarray) -> np.ndarray:
-    """Expert per row from the presence (N, 4) of SL1, SL3, SL5, SL7; -1 where two or more are missing."""
-    missing = ~present_stereo
-    n_missing = missing.sum(axis=1)
-    expert = np.zeros(len(present_stereo), dtype=np.int64)
-    for col, sl in enumerate(STEREO_SL):
-        expert[missing[:, col]] = EXPERT_OF_MISSING_STEREO[int(sl)]
-    expert[n_missing >= 2] = -1
-    return expert
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,137 +371,3 @@ def generate(n_tracks: int, seed: int = 0) -> pd.DataFrame:
     columns["ScaleZ"], columns["RawZ"] = _quantised_old(data["old_z"] / 100.0)
     columns["ScaleTheta"], columns["RawTheta"] = _quantised_old((data["old_theta"] - 90.0) / 80.0)
     return pd.DataFrame({c: columns[c] for c in COLUMNS}, copy=False)  # no consolidation copy
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference fit
-def reference_fit(table: Mapping[str, Any], iterations: int = 4) -> np.ndarray:
-    """Scaled (z0, theta) per row from a robust straight-line fit z(s) = z0 + s cot(theta).
-
-    Each present stereo superlayer gives z at its radius: relID is unscaled to the hit's wire offset from
-    the 2D track (plus the drift distance where an in-time drift time exists) and inverted through the
-    stereo geometry; the arc length s comes from alpha. The fit is weighted least squares with the
-    generator's core resolution, iterated with Cauchy weights so that wrong hits (the resolution's tails)
-    count less. It knows the toy's geometry and scaling, not its sources or the z and theta
-    distributions: an estimate of what the stereo inputs carry, not a trained network. Rows with fewer
-    than two stereo segments give NaN. Outputs are clipped to [-1, 1].
-    """
-    n = len(np.asarray(table["RecoZ"]))
-    z = np.zeros((n, 4))
-    s = np.ones((n, 4))
-    w0 = np.zeros((n, 4))
-    sigma = np.ones((n, 4))
-    t_max = T_MAX[2]
-    for k, sl in enumerate(STEREO_SL):
-        relid = np.asarray(table[f"SL{sl}-relID"], dtype=np.float64)
-        drift = np.asarray(table[f"SL{sl}-driftT"], dtype=np.float64)
-        alpha = np.asarray(table[f"SL{sl}-alpha"], dtype=np.float64)
-        present = (relid != 0) | (drift != 0) | (alpha != 0)
-        in_time = (drift != 0) & (np.abs(drift) < 0.99)
-        x = np.sign(drift) * (np.minimum(np.abs(drift), t_max) / t_max) ** (1.0 / XT_POWER[2]) / 2.0
-        u = relid / RELID_GAIN[sl] + RELID_CENTRE[sl] + np.where(in_time, x, 0.0)
-        cm_per_wire = RADII[sl] * WIRE_DPHI[sl] / np.tan(STEREO_ANGLE[sl])
-        z[:, k] = -u * cm_per_wire
-        a = np.minimum(np.abs(alpha) / ALPHA_SCALE, np.pi / 2)
-        s[:, k] = RADII[sl] * np.where(a > 1e-9, a / np.sin(np.maximum(a, 1e-9)), 1.0)
-        var_wire = HIT_SIGMA[sl] ** 2 + np.where(in_time, (DRIFT_SIGMA[2] / t_max) ** 2 / 4 + 0.02, 1.0 / 12.0)
-        sigma[:, k] = np.sqrt(var_wire) * abs(cm_per_wire)
-        w0[:, k] = present / sigma[:, k] ** 2
-    ok = (w0 > 0).sum(axis=1) >= 2
-    w = w0
-    for _ in range(iterations + 1):
-        s1, ss, sz = w.sum(1), (w * s).sum(1), (w * z).sum(1)
-        sss, ssz = (w * s * s).sum(1), (w * s * z).sum(1)
-        det = s1 * sss - ss * ss
-        good = ok & (det > 1e-12 * np.maximum(s1 * sss, 1e-300))
-        det = np.where(good, det, 1.0)
-        cot = (s1 * ssz - ss * sz) / det
-        z0 = (sss * sz - ss * ssz) / det
-        pull = (z - z0[:, None] - s * cot[:, None]) / (2.0 * sigma)
-        w = w0 / (1.0 + pull**2)
-    theta = 90.0 - np.degrees(np.arctan(cot))
-    out = np.stack([z0 / 100.0, (theta - 90.0) / 80.0], axis=1)
-    out = np.clip(out, -1.0, 1.0)
-    out[~ok] = np.nan
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-def split_seed(seed: int, split: str) -> int:
-    """Seed of one split (train, val, test), distinct for each split and base seed."""
-    return 1000 * seed + SPLITS.index(split) + 1
-
-
-def write_atomic(table: pd.DataFrame, path: Path) -> Path:
-    """Write a table with write_table under a temporary name, then os.replace: concurrent writers are safe."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{path.suffix}")
-    try:
-        write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def default_dataset_current() -> bool:
-    """Whether the default files exist and were written by this version of the generator."""
-    stamp = DEFAULT_DIR / "VERSION"
-    return (stamp.is_file() and stamp.read_text().strip() == TOY_VERSION
-            and all((REPO_ROOT / DEFAULT_FILES[split]).is_file() for split in SPLITS))
-
-
-def ensure_default_dataset() -> dict[str, Path]:
-    """Paths of the default train/val/test files under DEFAULT_DIR, generated on first use (and again when
-    the generator's version changed) and reused."""
-    paths = {split: REPO_ROOT / DEFAULT_FILES[split] for split in SPLITS}
-    stamp = DEFAULT_DIR / "VERSION"
-    if default_dataset_current():
-        return paths
-    for split, path in paths.items():
-        write_atomic(generate(DEFAULT_TRACKS[split], split_seed(DEFAULT_SEED, split)), path)
-    tmp = stamp.with_name(f".VERSION.{os.getpid()}.{uuid.uuid4().hex}")
-    tmp.write_text(TOY_VERSION + "\n")
-    os.replace(tmp, stamp)
-    return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write toy files in the neuroresults format, and/or compare their statistics with real data."""
-    parser = argparse.ArgumentParser(prog="python -m neuro_trigger.data.toy_mc", description=main.__doc__)
-    parser.add_argument("--out", type=Path, help="directory for neuroresults_random{1,2,3}.gz")
-    parser.add_argument("--tracks", type=int, default=DEFAULT_TRACKS["train"], help="tracks per file")
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="base seed (each split derives its own)"
-    )
-    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated subset of train,val,test")
-    parser.add_argument("--compare", action="store_true", help="print toy vs real statistics (first split)")
-    args = parser.parse_args(argv)
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    bad = [s for s in splits if s not in SPLITS]
-    if bad or not splits:
-        parser.error(f"--splits: unknown split(s) {bad}; choose from {','.join(SPLITS)}")
-    if args.tracks < 1:
-        parser.error("--tracks must be >= 1")
-    if args.out is None and not args.compare:
-        parser.error("give --out DIR and/or --compare")
-    first: pd.DataFrame | None = None
-    for split in splits:
-        seed = split_seed(args.seed, split)
-        if args.out is None:  # --compare only: the first split, in memory
-            first = generate(args.tracks, seed)
-            break
-        table = generate(args.tracks, seed)
-        path = write_atomic(table, args.out / Path(DEFAULT_FILES[split]).name)
-        print(f"{split}: {path} ({args.tracks} tracks, seed {seed})")
-        first = table if first is None else first
-    if args.compare and first is not None:
-        stats = summarize(first, reference=True)
-        print(f"\nToy ({splits[0]} split) vs real data:\n{format_comparison(stats)}")
-        print(f"\nResolution of the old network and of the reference fit (toy):\n{format_resolution(stats)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
