@@ -341,16 +341,19 @@ def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool
 
 def _watch(folder: Path, key: str, job: str | None, stalls: StallWatch) -> None:
     """A running expert's signs of progress are its status and progress files being written; one silent past
-    stall_stop_s is marked failed, then its job cancelled."""
+    stall_stop_s has its job cancelled, then is marked failed."""
     signs = [p.stat().st_mtime for p in (folder / key / "status.json", folder / key / "progress.json") if p.exists()]
     if signs:
         stalls.heard(key, max(signs))
     job = read_status(folder, key).get("slurm_job_id") or job
     silent = stalls.overdue(key, f"SLURM job {job}")
     if silent is not None:
-        mark_stalled(folder, key, f"SLURM job {job}", silent)
-        if job:
+        if job:  # cancelled first: its SIGTERM makes a job that wakes up write "interrupted" as it stops
             _run(["scancel", str(job)])
+            deadline = time.time() + 120
+            while queued_jobs([str(job)]) and time.time() < deadline:
+                time.sleep(1)
+        mark_stalled(folder, key, f"SLURM job {job}", silent)
 
 
 def assemble_here(folder: Path, interrupted: bool = False) -> dict[str, Any]:
