@@ -1,6 +1,8 @@
 """Data files as a user may hand them over: streams that are not regular files."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -50,3 +52,37 @@ def test_a_run_without_a_writable_home_neither_warns_nor_leaves_temporary_folder
     left = sorted(p.name for p in temp.iterdir())
     assert f"nt_matplotlib_{os.getuid()}" in left
     assert not [name for name in left if name.startswith(("matplotlib-", "pymp-"))], left
+
+
+def test_a_file_edited_in_place_with_its_mtime_restored_is_read_anew(tmp_path: Path) -> None:
+    """Same length, same mtime (as `cp -p` or `rsync -t` leave it): a second train() in the same process must see
+    the new values and record the new sha256, as a new process would."""
+    from neuro_trigger.data.neuroresults.format import COLUMNS
+    from neuro_trigger.data.neuroresults.writer import write_table
+    from neuro_trigger.data.toy.generator import generate
+    from neuro_trigger.runner.api import train
+
+    data = {}
+    for i, (split, n) in enumerate({"train": 3000, "val": 800, "test": 800}.items()):
+        write_table(generate(n, seed=81 + i), tmp_path / f"{split}.tsv")  # plain text: editable in place
+        data[split] = [str(tmp_path / f"{split}.tsv")]
+    val = Path(data["val"][0])
+
+    def run_and_recorded_val_hash() -> str:
+        result = train("baseline_v2", [f"data={data!r}", "experts=[3]", "epochs=1"], log_root=tmp_path / "log",
+                       show_progress=False)
+        return json.loads((result.folder / "summary.json").read_text())["data"]["val"][0]["sha256"]
+
+    first = run_and_recorded_val_hash()
+    assert first == hashlib.sha256(val.read_bytes()).hexdigest()
+    before = val.stat()
+    text = val.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1].split("\t")
+    column = COLUMNS.index("RecoZ")
+    digits = last[column]
+    last[column] = digits[:-1] + ("1" if digits[-1] != "1" else "2")  # the same length, another value
+    val.write_text(text.rstrip("\n").rsplit("\n", 1)[0] + "\n" + "\t".join(last) + "\n")
+    os.utime(val, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert val.stat().st_size == before.st_size and val.stat().st_mtime_ns == before.st_mtime_ns
+    second = run_and_recorded_val_hash()
+    assert second == hashlib.sha256(val.read_bytes()).hexdigest() != first

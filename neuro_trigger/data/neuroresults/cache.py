@@ -5,6 +5,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,23 +15,31 @@ from neuro_trigger import REPO_ROOT
 
 CACHE_DIR = REPO_ROOT / "data_cache" / "parsed"
 _CACHE_FORMAT = 1  # bump when the parsed representation changes; older cache files are re-parsed
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+_HASH_MEMO: dict[tuple, tuple[str, float]] = {}  # stat key -> (digest, when it was taken)
 _HASH_LOCK = threading.Lock()
+# Timestamps may tick as coarsely as this (some filesystems keep whole seconds): a file changed within one tick
+# of being hashed may show the same times after the change, so its digest is not reused.
+_TIMESTAMP_TICK_S = 2.0
 
 
 def file_hash(path: str | Path) -> str:
-    """sha256 hex digest of the file's raw bytes; memoised per (resolved path, size, mtime_ns)."""
+    """sha256 hex digest of the file's raw bytes, memoised per (path, device, inode, size, mtime, ctime).
+
+    ctime and inode cannot be set back by a user (an edit in place with its mtime restored, `cp -p`, `rsync -t`
+    all move ctime); a digest taken within a timestamp tick of the file's last change is not reused, so a
+    filesystem with coarse times cannot hide a change either."""
     resolved = Path(path).resolve()
     stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    key = (str(resolved), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     with _HASH_LOCK:
         known = _HASH_MEMO.get(key)
-    if known is not None:
-        return known
+    if known is not None and known[1] - max(stat.st_mtime, stat.st_ctime) > _TIMESTAMP_TICK_S:
+        return known[0]
+    taken = time.time()
     with open(resolved, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     with _HASH_LOCK:
-        _HASH_MEMO[key] = digest
+        _HASH_MEMO[key] = (digest, taken)
     return digest
 
 
