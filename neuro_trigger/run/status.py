@@ -68,7 +68,9 @@ def mark_failed_at_start(folder: Path, key: str, reason: str) -> None:
 
 
 def record_exit(folder: Path, key: str, exitcode: int | None, interrupted: bool = False) -> None:
-    """A process that died without writing a final status (killed by a signal, say) is marked here."""
+    """A process that died without writing a final status (killed by a signal, say) is marked here, with the
+    epochs its last checkpoint holds (what --resume goes on from) and a line in its log, which it could not
+    write itself."""
     status = read_status(folder, key)
     if status.get("status") in ENDED:
         return
@@ -84,8 +86,28 @@ def record_exit(folder: Path, key: str, exitcode: int | None, interrupted: bool 
         status.update(status="failed", error=f"killed by signal {signal.Signals(-exitcode).name}")
     else:
         status.update(status="failed", error=f"process exited with code {exitcode}")
+    if status.get("epochs_done") is None:
+        status["epochs_done"] = epochs_in_last_checkpoint(folder / key)
     status["ended"] = now()
     write_status(folder, key, status)
+    how = f"killed by signal {signal.Signals(-exitcode).name}" if exitcode is not None and exitcode < 0 else \
+        f"ended with exit code {exitcode}"
+    with open(folder / f"{key}.log", "a", encoding="utf-8") as f:
+        f.write(f"{status['ended']} WARNING {key}: its process {how} before it could say so; marked "
+                f"{status['status']}, its last checkpoint holds {status['epochs_done']} epoch(s)\n")
+
+
+def epochs_in_last_checkpoint(expert_dir: Path) -> int:
+    """The epochs trained in the state `ckpts/last.ckpt` holds (0 without one): what a resume goes on from."""
+    last = expert_dir / "ckpts" / "last.ckpt"
+    if not last.is_file():
+        return 0
+    import torch
+
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+    except Exception:  # noqa: BLE001 - a checkpoint cut short by the kill: a resume starts over
+        return 0
 
 
 def write_progress(folder: Path, key: str, message: dict[str, Any]) -> None:

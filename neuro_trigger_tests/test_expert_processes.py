@@ -1,6 +1,7 @@
-"""An expert that shows no sign of progress (here: stopped with SIGSTOP, as a hung loader or GPU would look) is
-named on the console and in app.log with its pid, shown in the live view, and stopped as failed after the
-longer limit, while the others finish."""
+"""Expert processes that hang or die: one that shows no sign of progress (here: stopped with SIGSTOP, as a hung
+loader or GPU would look) is named on the console and in app.log with its pid, shown in the live view, and
+stopped as failed after the longer limit, while the others finish; one killed outright is recorded with the
+epochs its last checkpoint holds and a line in its log."""
 from __future__ import annotations
 
 import json
@@ -45,6 +46,26 @@ def test_a_stopped_expert_is_warned_about_then_stopped_as_failed(tmp_path: Path)
     assert summary["experts"]["expert_3"]["status"] == "failed"
     with pytest.raises(ProcessLookupError):  # killed, not left behind
         os.kill(pid, 0)
+
+
+def test_an_expert_killed_outright_keeps_the_epochs_of_its_last_checkpoint(tmp_path: Path) -> None:
+    import torch
+
+    data = toy_splits(tmp_path, {"train": 4000, "val": 1000, "test": 1000}, seed=73)
+    proc = start("baseline_v2", "-p", "-d", "kill", "--log-root", str(tmp_path / "log"), "-m", f"data={data!r}",
+                 "experts=[0, 3]", "batch_size=64", "plot_every=100000", "early_stopping_patience=100000",
+                 "expert_3.epochs=100000", "expert_0.epochs=3")
+    folder = tmp_path / "log" / "baseline_v2" / "version_0"
+    wait_for(lambda: (folder / "expert_3" / "ckpts" / "last.ckpt").exists(), "expert_3 to train an epoch")
+    os.kill(status(folder, "expert_3")["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, err
+    state = status(folder, "expert_3")
+    held = torch.load(folder / "expert_3" / "ckpts" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"]
+    assert state["status"] == "failed" and state["error"] == "killed by signal SIGKILL", state
+    assert state["epochs_done"] == held + 1 >= 1
+    assert f"killed by signal SIGKILL before it could say so; marked failed, its last checkpoint holds {held + 1}" \
+        in (folder / "expert_3.log").read_text()
 
 
 def test_stall_watch_warns_once_says_when_it_goes_on_and_stops_after_the_longer_limit(caplog) -> None:
