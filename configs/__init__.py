@@ -40,6 +40,8 @@ configs = {
         "gradient_clip_val": None,
         "plot_every": 10,
         "adaptive_threads": False,
+        "stall_warn_s": 300,  # an expert silent this long is named on the console
+        "stall_stop_s": 1800,  # ... and this long is stopped as failed (--resume retries it)
         "accelerator": "auto",
         "devices": 1,
         "precision": "32-true",

@@ -131,6 +131,23 @@ def test_unknown_config_suggests_closest():
         resolve_config("baseline_v22")
 
 
+def test_a_missing_parent_is_never_answered_with_the_config_itself():
+    configs = {"tuned_v3": {"extends": "tuned_v2"}, "other": {}}
+    with pytest.raises(ConfigError) as err:
+        resolve_config("tuned_v3", configs=configs)
+    message = str(err.value)
+    assert "extends unknown config 'tuned_v2'" in message and "did you mean" not in message, message
+    assert "--list" in message
+
+
+def test_an_unknown_config_far_from_every_name_points_to_the_list(capsys):
+    from neuro_trigger.main import main
+
+    assert main(["no_such_thing_at_all"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown config 'no_such_thing_at_all'; every config: python neuro_trigger/main.py --list"]
+
+
 @pytest.mark.parametrize(
     "configs,expected",
     [

@@ -11,9 +11,15 @@ class ConfigError(UserError):
     """A config or override that cannot be used."""
 
 
-def suggest(word: str, options: Sequence[str]) -> str:
-    """The closest of `options` to a misspelt `word` as "; did you mean ...?", else every option."""
+LIST_CONFIGS = "every config: python neuro_trigger/main.py --list"
+
+
+def suggest(word: str, options: Sequence[str], otherwise: str | None = None) -> str:
+    """The closest of `options` to a misspelt `word` as "; did you mean ...?"; else `otherwise` (where to look),
+    or every option where none is given."""
     close = difflib.get_close_matches(word[:QUOTE_LIMIT], [str(o) for o in options], n=1, cutoff=0.5)
     if close:
         return f"; did you mean '{clip(close[0])}'?"
+    if otherwise:
+        return f"; {otherwise}"
     return f"; known: {clip(', '.join(sorted(map(str, options))))}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from neuro_trigger.config import sources
-from neuro_trigger.config.errors import ConfigError, suggest
+from neuro_trigger.config.errors import LIST_CONFIGS, ConfigError, suggest
 from neuro_trigger.config.schema import (
     ACCELERATOR_ALIASES,
     DIST_KEYS,
@@ -40,7 +40,7 @@ def config_chain(name: str, configs: Mapping[str, dict], source_file: Path | Non
     """The `extends` chain of a config, root first. Errors name the `extends` line in `source_file`."""
     chain = [name]
     if name not in configs:
-        raise ConfigError(f"unknown config '{clip(name)}'{suggest(name, list(configs))}")
+        raise ConfigError(f"unknown config '{clip(name)}'{suggest(name, list(configs), LIST_CONFIGS)}")
     while True:
         current = configs[chain[-1]]
         if not isinstance(current, Mapping):
@@ -56,7 +56,8 @@ def config_chain(name: str, configs: Mapping[str, dict], source_file: Path | Non
         if not isinstance(parent, str) or parent not in configs:
             raise ConfigError(
                 f"{place}config '{clip(chain[-1])}' extends unknown config '{clip(str(parent))}' "
-                f"(chain: {clip(' -> '.join(chain))}){suggest(str(parent), list(configs))}"
+                f"(chain: {clip(' -> '.join(chain))})"
+                f"{suggest(str(parent), [c for c in configs if c not in chain], LIST_CONFIGS)}"
             )
         if parent in chain:
             raise ConfigError(f"{place}configs extend each other in a cycle: {clip(' -> '.join([*chain, parent]))}")
