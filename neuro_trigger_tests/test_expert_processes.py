@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,54 @@ def test_stall_watch_warns_once_says_when_it_goes_on_and_stops_after_the_longer_
     never = StallWatch(10, None, shown.append, clock=lambda: clock[0])
     never.heard("expert_1", 0.0)
     assert never.overdue("expert_1", "pid 7") is None
+
+
+def _val_loss_steps(tb: Path) -> list[int]:
+    """The epochs of every val_loss scalar in every event file, duplicates kept (TensorBoard's own reader would
+    silently drop the older of two)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for events in sorted(tb.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(events)).Load():
+            steps += [event.step for value in event.summary.value if value.tag == "val_loss"]
+    return sorted(steps)
+
+
+def test_an_expert_stopped_and_killed_then_resumed_logs_every_epoch_once(tmp_path: Path) -> None:
+    """SIGTERM, resume, SIGKILL after the resumed fit's first save point, resume: metrics.csv holds every epoch
+    once and TensorBoard has each epoch's scalars once across its event files (what a SLURM job requeued at
+    its time limit lives through)."""
+    import pandas as pd
+    import torch
+
+    epochs = 40
+    data = toy_splits(tmp_path, {"train": 20000, "val": 1000, "test": 1000}, seed=75)
+    proc = start("baseline_v2", "-p", "-d", "requeue", "--log-root", str(tmp_path / "log"), "-m", f"data={data!r}",
+                 "experts=[3]", "batch_size=8", "plot_every=100000", "early_stopping_patience=100000",
+                 f"epochs={epochs}")
+    folder = tmp_path / "log" / "baseline_v2" / "version_0"
+    last = folder / "expert_3" / "ckpts" / "last.ckpt"
+
+    def held() -> int:
+        try:
+            return torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1
+        except (FileNotFoundError, RuntimeError, EOFError):
+            return 0
+
+    wait_for(lambda: held() >= 1, "the first save point")
+    time.sleep(1.5)  # a few epochs more: the stop writes the latest snapshot, newer than the save point
+    os.kill(status(folder, "expert_3")["pid"], signal.SIGTERM)  # stops at an epoch's end, loggers flushed
+    proc.communicate(timeout=120)
+    assert status(folder, "expert_3")["status"] == "interrupted"
+    before = held()
+    proc = start("--resume", str(folder))
+    wait_for(lambda: held() > before, "the resumed fit's first save point")
+    os.kill(status(folder, "expert_3")["pid"], signal.SIGKILL)  # no clean-up of any kind
+    proc.communicate(timeout=120)
+    assert held() < epochs, "the expert trained through before it could be killed"
+    proc = start("--resume", str(folder))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert pd.read_csv(folder / "expert_3" / "csv" / "metrics.csv")["epoch"].tolist() == list(range(epochs))
+    assert _val_loss_steps(folder / "expert_3" / "tb") == list(range(epochs))

@@ -234,10 +234,10 @@ def test_metrics_csv_has_one_row_per_epoch_and_tensorboard_steps_are_epochs(tmp_
 
 
 def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Path) -> None:
-    """The readers of metrics.csv: artifacts.log_mean_over_experts and the resume's prepending of
-    the epochs logged before it (experts._prepend_metrics)."""
-    from neuro_trigger.run.artifacts import log_mean_over_experts, read_expert_metrics
-    from neuro_trigger.training.expert import _prepend_metrics
+    """The readers and writers of metrics.csv: artifacts.log_mean_over_experts, and the resumed fit's logger,
+    which keeps the rows of the epochs its checkpoint holds (checkpoints.KeptCSVLogger)."""
+    from neuro_trigger.run.artifacts import log_mean_over_experts
+    from neuro_trigger.training.checkpoints import KeptCSVLogger
 
     run = tmp_path / "run"
     _fit(run / "expert_0", epochs=2)
@@ -250,13 +250,14 @@ def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Pat
     assert [step for step, _ in means] == [0, 1]
     np.testing.assert_allclose([value for _, value in means], first["val_loss"] + 0.5, rtol=1e-6)
 
-    # a resume from epoch 1 on: the new logger wrote epochs 1 and 2, the earlier file had 0 and 1
-    earlier = read_expert_metrics(run / "expert_0")
-    later = first.assign(epoch=[1, 2], step=[1, 2])
-    later.to_csv(run / "expert_0" / "csv" / "metrics.csv", index=False)
-    _prepend_metrics(run / "expert_0", earlier)
+    # a resume from epoch 1 on: epoch 0's row stays, epoch 1's goes (trained again), the new ones follow
+    logger = KeptCSVLogger(str(run / "expert_0"), name="csv", version="", first_epoch=1)
+    for epoch in (1, 2):
+        logger.log_metrics({**first.iloc[-1].drop(["step"]).to_dict(), "epoch": epoch}, step=epoch)
+    logger.save()
     merged = pd.read_csv(run / "expert_0" / "csv" / "metrics.csv")
     assert merged["epoch"].tolist() == [0, 1, 2] and merged["val_loss"].notna().all()
+    assert merged["val_loss"].iloc[0] == first["val_loss"].iloc[0]
 
 
 def test_an_expert_killed_before_its_first_log_line_leaves_the_mean_and_a_resume_working(tmp_path: Path) -> None:

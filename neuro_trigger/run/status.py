@@ -87,7 +87,7 @@ def record_exit(folder: Path, key: str, exitcode: int | None, interrupted: bool 
     else:
         status.update(status="failed", error=f"process exited with code {exitcode}")
     if status.get("epochs_done") is None:
-        status["epochs_done"] = epochs_in_last_checkpoint(folder / key)
+        status["epochs_done"] = epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt")
     status["ended"] = now()
     write_status(folder, key, status)
     how = f"killed by signal {signal.Signals(-exitcode).name}" if exitcode is not None and exitcode < 0 else \
@@ -97,16 +97,15 @@ def record_exit(folder: Path, key: str, exitcode: int | None, interrupted: bool 
                 f"{status['status']}, its last checkpoint holds {status['epochs_done']} epoch(s)\n")
 
 
-def epochs_in_last_checkpoint(expert_dir: Path) -> int:
-    """The epochs trained in the state `ckpts/last.ckpt` holds (0 without one): what a resume goes on from."""
-    last = expert_dir / "ckpts" / "last.ckpt"
-    if not last.is_file():
+def epochs_in_checkpoint(checkpoint: Path) -> int:
+    """The epochs trained in the state a checkpoint holds (0 where there is none): what a resume goes on from."""
+    if not checkpoint.is_file():
         return 0
     import torch
 
     try:
-        return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
-    except Exception:  # noqa: BLE001 - a checkpoint cut short by the kill: a resume starts over
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]) + 1
+    except Exception:  # noqa: BLE001 - a checkpoint cut short by a kill: a resume starts over
         return 0
 
 

@@ -33,7 +33,7 @@ from neuro_trigger.errors import UserError
 from neuro_trigger.run import artifacts
 from neuro_trigger.run.status import (
     ENDED,
-    epochs_in_last_checkpoint,
+    epochs_in_checkpoint,
     now,
     read_progress,
     read_status,
@@ -362,7 +362,7 @@ def assemble_here(folder: Path, interrupted: bool = False) -> dict[str, Any]:
     for key in json.loads((folder / "config.json").read_text())["experts"]:
         if status_of(folder, key) == "running":  # its job is gone: it was killed before it could say so
             update_status(folder, key, status="interrupted", ended=now(),
-                          epochs_done=epochs_in_last_checkpoint(folder / key))
+                          epochs_done=epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt"))
     assemble_job(str(folder), interrupted)
     return json.loads((folder / "summary.json").read_text())
 

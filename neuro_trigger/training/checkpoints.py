@@ -5,6 +5,7 @@ after every epoch cost as much as a small expert's training (docs/performance.md
 from __future__ import annotations
 
 import copy
+import csv
 import math
 import os
 import time
@@ -14,9 +15,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 SAVE_EVERY_S = 10.0  # last.ckpt and the loggers at least this often (and after the first and the last epoch)
@@ -120,6 +123,9 @@ class TimedCheckpoint(ModelCheckpoint):
             _atomic_torch_save(snapshot, self._last_path())
             self.saved_epochs = int(snapshot["epoch"]) + 1
             self._remove_stale_best()  # last.ckpt on disk now names the snapshot's best, the latest written
+        for logger in trainer.loggers:
+            if isinstance(logger, BufferedTensorBoardLogger):
+                logger.discard_from(self.saved_epochs)
 
     # ------------------------------------------------------------------------------------------ internals
     def _new_best(self, epoch: int, global_step: int, value: float) -> None:
@@ -249,6 +255,11 @@ class BufferedTensorBoardLogger(TensorBoardLogger):
             if values:
                 writer.file_writer.add_summary(Summary(value=values), step, walltime)
 
+    def discard_from(self, epoch: int) -> None:
+        """Forget the records of epochs from `epoch` on: the last checkpoint does not hold them, so a resume
+        trains and logs them again (written now, they would stand twice in TensorBoard)."""
+        self._pending = [record for record in self._pending if record[1] is None or record[1] < epoch]
+
     @rank_zero_only
     def save(self) -> None:
         self._write_pending()
@@ -268,3 +279,50 @@ def _atomic_torch_save(obj: Any, path: str | Path) -> None:
     partial = path.with_name(f".{path.name}.part")
     torch.save(obj, partial)
     os.replace(partial, path)
+
+
+class KeptCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed fit keeps the rows of the epochs before `first_epoch` in
+    metrics.csv (Lightning deletes the file when its writer starts, and a job killed before the end of its fit
+    could not put them back): rows from `first_epoch` on go, as a resume trains those epochs again, and the
+    new rows are appended. The file is rewritten whole under a temporary name, so no stop loses a row."""
+
+    def __init__(self, *args: Any, first_epoch: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_epoch = first_epoch
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+            header = _keep_rows_before(path, self.first_epoch)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+            self._experiment.metrics_keys = header  # the columns already in the file, in its order
+        return self._experiment
+
+
+class _KeepingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Lightning's writer deletes an existing metrics.csv here; this one keeps it (KeptCSVLogger)."""
+
+
+def _keep_rows_before(path: Path, epoch: int) -> list[str]:
+    """metrics.csv without its rows of epochs from `epoch` on; returns its header ([] when there is no file)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [row for row in reader if row.get("epoch") and float(row["epoch"]) < epoch]
+            header = list(reader.fieldnames or [])
+    except FileNotFoundError:
+        return []
+    if not rows:
+        path.unlink()
+        return []
+    partial = path.with_name(f".{path.name}.part")
+    with open(partial, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(partial, path)
+    return header

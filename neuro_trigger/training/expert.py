@@ -18,7 +18,7 @@ from typing import Any
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
 from neuro_trigger.run import artifacts
-from neuro_trigger.run.status import now, write_status
+from neuro_trigger.run.status import epochs_in_checkpoint, now, write_status
 from neuro_trigger.training.devices import torch_device, trainer_hardware
 from neuro_trigger.training.stopping import process_start_time
 
@@ -89,12 +89,11 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
         module.set_val_weights(torch.from_numpy(bucket_weights(stores["val"].y[val_rows, 0], config["dist"])))
     if config.get("load_pre_trained_weights"):
         artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
-    trainer, checkpoint = build_trainer(config, expert_dir, report, threads)
+    first_epoch = epochs_in_checkpoint(Path(resume_from)) if resume_from is not None else 0
+    trainer, checkpoint = build_trainer(config, expert_dir, report, threads, first_epoch=first_epoch)
     log.info("%s: network and trainer built", key)
-    earlier_metrics = None
     if resume_from is not None:
-        log.info("%s: resuming from %s", key, resume_from)
-        earlier_metrics = artifacts.read_expert_metrics(expert_dir)  # the CSV logger starts a new file
+        log.info("%s: resuming from %s (%d epochs done)", key, resume_from, first_epoch)
     try:
         fit_expert(trainer, module, train_batches, val_batches, ckpt_path=str(resume_from) if resume_from else None)
     except (KeyboardInterrupt, SystemExit) as stop:
@@ -109,9 +108,6 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
         log.warning("%s interrupted after %d epoch(s), %d of them in its last checkpoint", key,
                     trainer.current_epoch, checkpoint.saved_epochs)
         raise KeyboardInterrupt from None
-    finally:
-        if earlier_metrics is not None:
-            _prepend_metrics(expert_dir, earlier_metrics)
 
     best = checkpoint.best_model_path or checkpoint.last_model_path
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
@@ -138,18 +134,6 @@ def fit_expert(trainer, module, train_batches, val_batches, ckpt_path: str | Non
         trainer.fit(module, train_dataloaders=train_batches, ckpt_path=ckpt_path)
 
 
-def _prepend_metrics(expert_dir: Path, earlier) -> None:
-    """Keep the epochs logged before a resume: the resumed logger rewrote metrics.csv from its epoch on."""
-    import pandas as pd
-
-    now = artifacts.read_expert_metrics(expert_dir)
-    if now is None or now.empty:
-        merged = earlier
-    else:
-        merged = pd.concat([earlier[earlier["epoch"] < now["epoch"].min()], now], ignore_index=True)
-    merged.to_csv(expert_dir / "csv" / "metrics.csv", index=False)
-
-
 def monitored_loss(config: dict[str, Any]) -> str:
     """The validation loss early stopping and the best checkpoint follow (config key `monitor`): by default
     the reweighted one when batches are drawn reweighted, so that they pick what the reweighting aims at."""
@@ -158,14 +142,19 @@ def monitored_loss(config: dict[str, Any]) -> str:
     return "val_reweighted_loss" if config["dist"] else "val_loss"
 
 
-def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None):
-    """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots."""
+def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None, first_epoch: int = 0):
+    """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots.
+    `first_epoch`: the epochs a resumed fit's checkpoint holds (metrics.csv keeps their rows)."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
     from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots, ThreadShare
-    from neuro_trigger.training.checkpoints import BufferedTensorBoardLogger, PatienceStopping, TimedCheckpoint
+    from neuro_trigger.training.checkpoints import (
+        BufferedTensorBoardLogger,
+        KeptCSVLogger,
+        PatienceStopping,
+        TimedCheckpoint,
+    )
 
     monitor = monitored_loss(config)
     # best-epoch=N.ckpt and last.ckpt, written at save points (the first and last epoch, every SAVE_EVERY_S
@@ -180,7 +169,8 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
         # both loggers write at the checkpoint's save points (and at the end), not every epoch
         logger=[BufferedTensorBoardLogger(str(expert_dir), name="tb", version="", default_hp_metric=False,
                                           max_queue=100_000),
-                CSVLogger(str(expert_dir), name="csv", version="", flush_logs_every_n_steps=1_000_000)],
+                KeptCSVLogger(str(expert_dir), name="csv", version="", flush_logs_every_n_steps=1_000_000,
+                              first_epoch=first_epoch)],
         callbacks=[checkpoint,
                    PatienceStopping(monitor, patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
