@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -36,8 +35,8 @@ from neuro_trigger.data.neuroresults import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
 from neuro_trigger.judge import metrics
 from neuro_trigger.run.files import read_json, write_atomic, write_json
-from neuro_trigger.run.folder import library_versions
-from neuro_trigger.run.weights import MODULE_PREFIX, expert_tensors
+from neuro_trigger.run.folder import FolderNotCreated, claim_numbered_folder, library_versions
+from neuro_trigger.run.weights import MODULE_PREFIX, TensorMisfit, expert_tensors, fitted_state
 
 if TYPE_CHECKING:
     from torch import nn
@@ -212,9 +211,8 @@ def _expert_configs(folder: Path, config: Any, kind: str) -> dict[str, dict[str,
 
 def _network(cfg: dict[str, Any], entry: Any, path: Path, key: str) -> nn.Module:
     """Build an expert's network from its config and load its weights.json entry (either layout), checking
-    every tensor's declared and actual shape against the network."""
-    import torch
-
+    every tensor's declared and actual shape against the network (`run/weights.fitted_state`) and its values
+    for NaN and infinities."""
     model = registry.build_model(cfg["model"], cfg["in_size"], cfg["out_size"], cfg["act"])
     where = f"{path}: {key}"
     if not isinstance(entry, dict):
@@ -224,33 +222,32 @@ def _network(cfg: dict[str, Any], entry: Any, path: Path, key: str) -> nn.Module
     except UserError:  # its message names the pre-training key; say it in our words
         raise UserError(f"{where}: neither the original layout {{'shapes', 'weights'}} nor "
                         f"{{name: {{'shape', 'values'}}}}") from None
-    state = model.state_dict()
-    new = {}
-    for name, tensor in state.items():
-        full = MODULE_PREFIX + name
-        if name not in tensors:
-            raise UserError(f"{where} lacks tensor '{full}' ({cfg['model']}, out_size {cfg['out_size']}; "
-                            f"it has {clip(sorted(MODULE_PREFIX + n for n in tensors))})")
-        declared, values = tensors[name]
-        need = list(tensor.shape)
-        if declared is not None and list(declared) != need:
-            raise UserError(f"{where}.{full} has shape {clip(list(declared))}, the network needs {need} "
-                            f"({cfg['model']}, in_size {cfg['in_size']}, out_size {cfg['out_size']})")
-        try:
-            value = torch.tensor(values, dtype=tensor.dtype)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise UserError(f"{where}.{full}: values are not a numeric array ({clip(e)})") from None
-        if list(value.shape) != need:
-            raise UserError(f"{where}.{full} has values of shape {list(value.shape)}, the network needs {need}")
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise UserError(f"{where}.{full} holds NaN or infinite values")
-        new[name] = value
-    extra = sorted(set(tensors) - set(state))
-    if extra:
-        raise UserError(f"{where} has tensor '{MODULE_PREFIX}{extra[0]}' that a {cfg['model']} lacks "
-                        f"(another model in its config?)")
-    model.load_state_dict(new)
+    try:
+        state = fitted_state(model.state_dict(), tensors, finite=True)
+    except TensorMisfit as m:
+        raise UserError(_misfit_message(m, where, cfg, tensors)) from None
+    model.load_state_dict(state)
     return model.eval()
+
+
+def _misfit_message(m: TensorMisfit, where: str, cfg: dict[str, Any], tensors: dict[str, Any]) -> str:
+    full = MODULE_PREFIX + m.name
+    match m.problem:
+        case "missing":
+            return (f"{where} lacks tensor '{full}' ({cfg['model']}, out_size {cfg['out_size']}; "
+                    f"it has {clip(sorted(MODULE_PREFIX + n for n in tensors))})")
+        case "declared shape":
+            return (f"{where}.{full} has shape {clip(m.found)}, the network needs {m.need} "
+                    f"({cfg['model']}, in_size {cfg['in_size']}, out_size {cfg['out_size']})")
+        case "not numeric":
+            return f"{where}.{full}: values are not a numeric array ({clip(m.error)})"
+        case "shape":
+            return f"{where}.{full} has values of shape {m.found}, the network needs {m.need}"
+        case "not finite":
+            return f"{where}.{full} holds NaN or infinite values"
+        case "extra":
+            return f"{where} has tensor '{full}' that a {cfg['model']} lacks (another model in its config?)"
+    return f"{where}.{full}: {m.problem}"
 
 
 # ============================================================================================ predictions
@@ -419,25 +416,19 @@ def _split_paths(nets: RunNetworks, split: str) -> list[Path]:
 
 
 def _claim_folder(root: Path, name: str, max_attempts: int = 1000) -> Path:
-    """Create and return root/<name>_N, N one above the highest there (0 first), claimed with os.mkdir so
-    that two evaluations at once never share a folder."""
-    pattern = re.compile(rf"^{re.escape(name)}_(\d+)$")
+    """Create and return root/<name>_N, N one above the highest there (0 first), claimed atomically
+    (`claim_numbered_folder`) so that two evaluations at once never share a folder."""
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {root}: {e.strerror or e}") from None
-    for _ in range(max_attempts):
-        with os.scandir(root) as entries:
-            taken = [int(m.group(1)) for entry in entries if (m := pattern.match(entry.name))]
-        folder = root / f"{name}_{max(taken) + 1 if taken else 0}"
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            continue  # another evaluation took it: look again
-        except OSError as e:
-            raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
-        return folder
-    raise UserError(f"could not claim a new evaluation folder in {root} after {max_attempts} attempts")
+    try:
+        folder = claim_numbered_folder(root, name, max_attempts)
+    except FolderNotCreated as e:
+        raise UserError(f"cannot create {e.folder}: {e.error.strerror or e.error}") from None
+    if folder is None:
+        raise UserError(f"could not claim a new evaluation folder in {root} after {max_attempts} attempts")
+    return folder
 
 
 def _write_evaluation(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
