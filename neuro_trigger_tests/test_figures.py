@@ -428,17 +428,17 @@ def test_the_best_networks_figures_reach_tensorboard_from_the_plot_jobs(run: Pat
 
 def test_run_pngs_are_the_merged_figures_titled_with_expert_and_split(run: Path, monkeypatch) -> None:
     from neuro_trigger.data.selection import load_data
-    from neuro_trigger.run import artifacts
+    from neuro_trigger.judge import expert_results
 
     for key in ("expert_2", "expert_4"):
         for split in ("val", "test"):
             pngs = {p.name for p in (run / key / "plots" / split).glob("*.png")}
             assert pngs == {figure_file(n) for n in figure_names(2)}, (key, split)
     drawn: dict[str, object] = {}
-    monkeypatch.setattr(artifacts, "save_figures", lambda figs, folder: drawn.update(figs))
+    monkeypatch.setattr(expert_results, "save_figures", lambda figs, folder: drawn.update(figs))
     resolved = json.loads((run / "config.json").read_text())
     store = load_data(resolved["global"], run.parent.parent)["test"]
-    artifacts.write_expert_plots(run / "expert_4", resolved["experts"]["expert_4"], store, "test")
+    expert_results.write_expert_plots(run / "expert_4", resolved["experts"]["expert_4"], store, "test")
     assert list(drawn) == figure_names(2)
     for name, fig in drawn.items():
         assert "expert 4, test split" in _texts(fig)[0], name

@@ -236,7 +236,7 @@ def test_metrics_csv_has_one_row_per_epoch_and_tensorboard_steps_are_epochs(tmp_
 def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Path) -> None:
     """The readers of metrics.csv: artifacts.log_mean_over_experts and the resume's prepending of
     the epochs logged before it (experts._prepend_metrics)."""
-    from neuro_trigger.run.artifacts import log_mean_over_experts, read_expert_metrics
+    from neuro_trigger.judge.mean_expert import log_mean_over_experts, read_expert_metrics
     from neuro_trigger.training.expert import _prepend_metrics
 
     run = tmp_path / "run"
@@ -263,7 +263,7 @@ def test_an_expert_killed_before_its_first_log_line_leaves_the_mean_and_a_resume
     """An expert killed between its first checkpoint and its loggers' first write leaves an empty metrics.csv
     (seen when a run's expert was SIGKILLed): the mean over experts is that of the others, a resume starts
     from no earlier epochs, and neither stops the run's assembling."""
-    from neuro_trigger.run.artifacts import log_mean_over_experts, read_expert_metrics
+    from neuro_trigger.judge.mean_expert import log_mean_over_experts, read_expert_metrics
 
     run = tmp_path / "run"
     _fit(run / "expert_0", epochs=2)

@@ -162,8 +162,8 @@ def expert_figures(expert_dir: Path, config: dict, store, split: str,
     it is judged on: (section title, figures by name); None without predictions."""
     from neuro_trigger.data.filters import parse_filter
     from neuro_trigger.data.selection import expert_rows
+    from neuro_trigger.judge.filtered import is_identity_filter
     from neuro_trigger.judge.plots import overlay_figures
-    from neuro_trigger.run.artifacts import is_identity_filter
 
     path = expert_dir / f"prediction_{split}.npz"
     if not path.is_file():

@@ -23,8 +23,9 @@ from typing import Any
 from neuro_trigger import cpu_cores
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.assemble import assemble
+from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots, write_report_figures
 from neuro_trigger.judge.report import FIGURE_SPLITS
-from neuro_trigger.run import artifacts
 from neuro_trigger.run.status import (
     mark_failed_at_start,
     read_status,
@@ -89,9 +90,9 @@ def _figures_child(folder: Path, key: str, split: str, handle: SharedColumns, ru
     store = ColumnStore.from_shared(handle)
     try:
         if report:
-            artifacts.write_report_figures(folder / key, config, store, split)
+            write_report_figures(folder / key, config, store, split)
         else:
-            artifacts.write_expert_plots(folder / key, config, store, split, report_figures=False)
+            write_expert_plots(folder / key, config, store, split, report_figures=False)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
@@ -104,7 +105,7 @@ def _assemble_child(folder: Path, handles: dict[str, SharedColumns], run_pid: in
     every expert has trained, while the last figures are still drawn."""
     job_start(folder, "app.log", run_pid)
     try:
-        artifacts.assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
+        assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:  # noqa: BLE001 - the parent assembles the folder itself after a failure here
@@ -159,7 +160,7 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
         return False
     workers = resolved["global"]["workers"]
     # a finished expert's figures: one job per split, and one for report.html's figures
-    figure_jobs = [("plots", split) for split in artifacts.PLOT_SPLITS if split in stores] + \
+    figure_jobs = [("plots", split) for split in PLOT_SPLITS if split in stores] + \
         [("report", split) for split in FIGURE_SPLITS if split in stores]
     # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
     # its figures and ("report", key, split) report.html's; ("assemble",) writes the run's prediction tables,

@@ -17,8 +17,10 @@ from typing import Any
 
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
-from neuro_trigger.run import artifacts
+from neuro_trigger.judge.expert_results import write_expert_results
+from neuro_trigger.judge.mean_expert import read_expert_metrics
 from neuro_trigger.run.status import now, write_status
+from neuro_trigger.run.weights import load_weights_into
 from neuro_trigger.training.hardware import torch_device, trainer_hardware
 from neuro_trigger.training.stopping import process_start_time
 
@@ -42,7 +44,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
     the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
     the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
-    False leaves the figures to artifacts.write_expert_plots (a parallel run draws them in jobs of their own).
+    False leaves the figures to expert_results.write_expert_plots (a parallel run draws them in jobs of their own).
     `verbose` lets Lightning's banners and routine warnings through.
     """
     import lightning as L
@@ -88,13 +90,13 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
 
         module.set_val_weights(torch.from_numpy(bucket_weights(stores["val"].y[val_rows, 0], config["dist"])))
     if config.get("load_pre_trained_weights"):
-        artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
+        load_weights_into(module.model, config["load_pre_trained_weights"], key)
     trainer, checkpoint = build_trainer(config, expert_dir, report, threads)
     log.info("%s: network and trainer built", key)
     earlier_metrics = None
     if resume_from is not None:
         log.info("%s: resuming from %s", key, resume_from)
-        earlier_metrics = artifacts.read_expert_metrics(expert_dir)  # the CSV logger starts a new file
+        earlier_metrics = read_expert_metrics(expert_dir)  # the CSV logger starts a new file
     try:
         fit_expert(trainer, module, train_batches, val_batches, ckpt_path=str(resume_from) if resume_from else None)
     except (KeyboardInterrupt, SystemExit) as stop:
@@ -117,7 +119,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu").float()  # predictions and weights.json in float32 whatever the training precision
-    artifacts.write_expert_results(expert_dir, module, config, stores, plots=plots)
+    write_expert_results(expert_dir, module, config, stores, plots=plots)
     status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
                   monitor=monitored_loss(config),
                   best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
@@ -142,7 +144,7 @@ def _prepend_metrics(expert_dir: Path, earlier) -> None:
     """Keep the epochs logged before a resume: the resumed logger rewrote metrics.csv from its epoch on."""
     import pandas as pd
 
-    now = artifacts.read_expert_metrics(expert_dir)
+    now = read_expert_metrics(expert_dir)
     if now is None or now.empty:
         merged = earlier
     else:
