@@ -22,7 +22,8 @@ from neuro_trigger.data.neuroresults import file_hash, write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.evaluate import main
-from neuro_trigger.judge.evaluation import evaluate, load_networks, predict
+from neuro_trigger.judge.evaluation import evaluate
+from neuro_trigger.judge.networks import load_networks, predict
 from neuro_trigger.runner.api import train
 
 EXPERTS = [2, 4]
