@@ -69,7 +69,7 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     summary.json (metrics per split: "all_unfiltered", "all_filtered", "trigger_all" and each expert's
     result_<split>.json). A full disk while writing them still leaves an honest summary.json (status "failed",
     the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
-    from neuro_trigger.judge.metrics import judge
+    from neuro_trigger.judge.trigger import judge
 
     resolved = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())

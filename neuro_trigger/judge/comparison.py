@@ -400,8 +400,8 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
     flagged "trained on other data" in the table. `out_root` replaces `<repo>/log` (tests).
     """
     from neuro_trigger.data.dataset import load_split
-    from neuro_trigger.judge.metrics import judge
     from neuro_trigger.judge.networks import load_networks, predict
+    from neuro_trigger.judge.trigger import judge
 
     runs = [Path(r) for r in runs]
     _check_arguments(runs, split, cut_cm)

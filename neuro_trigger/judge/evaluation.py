@@ -26,7 +26,7 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.dataset import ColumnStore, load_split
 from neuro_trigger.data.neuroresults import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
-from neuro_trigger.judge import metrics
+from neuro_trigger.judge import trigger
 from neuro_trigger.judge.networks import SPLITS, RunNetworks, covered_rows, load_networks, predict
 from neuro_trigger.run.files import write_atomic, write_json
 from neuro_trigger.run.folder import FolderNotCreated, claim_numbered_folder, library_versions
@@ -43,8 +43,8 @@ class EvaluationResult:
 
 
 def judge_predictions(nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
-                      cut_cm: float = metrics.TRIGGER_CUT_CM) -> dict[str, Any]:
-    """The trigger's metrics (`metrics.judge`) per network on its expert's rows, and over all experts (every
+                      cut_cm: float = trigger.TRIGGER_CUT_CM) -> dict[str, Any]:
+    """The trigger's metrics (`trigger.judge`) per network on its expert's rows, and over all experts (every
     row some expert takes; rows without a network are in `rows` there but in no other figure), with the
     counts of rows left without a prediction: {"experts": {"expert_N": judge}, "all": judge, "rows": {...}}."""
     expert = np.asarray(store.expert)
@@ -69,12 +69,12 @@ def judge_predictions(nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
 def _judge(store: ColumnStore, pred: np.ndarray, rows: np.ndarray, k: int, loss: str,
            cut_cm: float) -> dict[str, Any]:
     # the full target (both columns): with out_size 1 the reco theta still bins the z residual
-    return metrics.judge(store.y[rows], pred[rows, :k], store.y_old[rows, :k], loss,
+    return trigger.judge(store.y[rows], pred[rows, :k], store.y_old[rows, :k], loss,
                          expert=store.expert[rows], ntracks=store.ntracks[rows], cut_cm=cut_cm)
 
 
 def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split: str = "test",
-             cut_cm: float = metrics.TRIGGER_CUT_CM, out_root: Path | None = None) -> EvaluationResult:
+             cut_cm: float = trigger.TRIGGER_CUT_CM, out_root: Path | None = None) -> EvaluationResult:
     """Run the networks of `run_folder` on `data` (neuroresults files, .gz or plain, concatenated in order;
     default: the run's own `split`) and write a new folder `<out_root>/<name>_N/` (out_root default
     RUN/evaluations; name: the split, or the first data file's stem; N the next free number): metrics.json,
@@ -110,7 +110,7 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
         "split": used_split,
         "data": store.sources,
         "cut_cm": cut,
-        "thresholds_cm": {"cut": cut, "ip": metrics.IP_CM, "background": metrics.BACKGROUND_CM},
+        "thresholds_cm": {"cut": cut, "ip": trigger.IP_CM, "background": trigger.BACKGROUND_CM},
         "out_size": nets.out_size,
         "networks": [f"expert_{e}" for e in nets.networks],
         "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
@@ -255,8 +255,8 @@ def _report(folder: Path, nets: RunNetworks, result: dict[str, Any], figures: di
         "run kind": "this project" if nets.kind == "own" else "the original trainer",
         "networks": ", ".join(result["networks"]),
         "evaluated on": what,
-        "trigger cut": f"|z| < {result['cut_cm']:g} cm (efficiency on |reco z| < {metrics.IP_CM:g} cm, "
-                       f"rejection on |reco z| > {metrics.BACKGROUND_CM:g} cm)",
+        "trigger cut": f"|z| < {result['cut_cm']:g} cm (efficiency on |reco z| < {trigger.IP_CM:g} cm, "
+                       f"rejection on |reco z| > {trigger.BACKGROUND_CM:g} cm)",
         "rows": rows["total"],
         "rows with a network": rows["with_network"],
         "rows of experts without a network (NaN predictions)": rows["without_network"],

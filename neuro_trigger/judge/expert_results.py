@@ -31,7 +31,7 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
     weights, and (unless `plots` is False: a parallel run draws them in jobs of their own) the plots."""
     import torch
 
-    from neuro_trigger.judge.metrics import judge
+    from neuro_trigger.judge.trigger import judge
     out = config["out_size"]
     filtered = _is_filtered(config)
     for split, store in stores.items():

@@ -25,8 +25,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
-from neuro_trigger.judge.metrics import _theta_to_deg, _z_to_cm, residual_stats, trimmed_std
+from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM, theta_to_deg, z_to_cm
+from neuro_trigger.judge.metrics import as_2d, residual_stats, trimmed_std
 from neuro_trigger.judge.overlays import overlay_figures  # noqa: F401 - part of this module's interface
 
 FIGSIZE = (6.4, 4.8)
@@ -60,8 +60,8 @@ class _Quantity:
         return lo - m, hi + m
 
 
-_Z = _Quantity("z", 0, _z_to_cm, "cm", Z_RANGE_CM, (-100.0, 100.0), 100, 200, 20)
-_THETA = _Quantity("theta", 1, _theta_to_deg, "deg", THETA_RANGE_DEG, (-80.0, 80.0), 80, 160, 16)
+_Z = _Quantity("z", 0, z_to_cm, "cm", Z_RANGE_CM, (-100.0, 100.0), 100, 200, 20)
+_THETA = _Quantity("theta", 1, theta_to_deg, "deg", THETA_RANGE_DEG, (-80.0, 80.0), 80, 160, 16)
 
 
 def _new_figure(panels: int = 1) -> tuple[Figure, list]:
@@ -256,11 +256,6 @@ def _fig_gt(q: _Quantity, reco: np.ndarray, what: str) -> Figure:
     return fig
 
 
-def _as_2d(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a.reshape(-1, 1) if a.ndim == 1 else a
-
-
 def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, out_size: int,
                        expert: int | None = None, split: str = "",
                        only: Collection[str] | None = None) -> dict[str, Figure]:
@@ -275,7 +270,7 @@ def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, ou
     """
     if out_size not in (1, 2):
         raise ValueError(f"out_size must be 1 or 2, got {out_size}")
-    t, p, o = _as_2d(target), _as_2d(pred), _as_2d(old)
+    t, p, o = as_2d(target), as_2d(pred), as_2d(old)
     what = describe(expert, split)
     wanted = set(figure_names(out_size) if only is None else only)
     figs: dict[str, Figure] = {}
@@ -320,7 +315,7 @@ def residual_histograms(target: np.ndarray, pred: np.ndarray, out_size: int) -> 
     the figures' fixed ranges, as keyword arguments of TensorBoard's ``add_histogram_raw``, by tag
     ("z_residual_cm", "theta_residual_deg"). Values outside the range count in its outer bins; rows with a NaN
     are left out. Cheap enough for every plot event."""
-    t, p = _as_2d(target), _as_2d(pred)
+    t, p = as_2d(target), as_2d(pred)
     out: dict[str, dict] = {}
     for q in (_Z, _THETA)[:out_size]:
         res = q.to_physical(t[:, q.column]) - q.to_physical(p[:, q.column])

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from neuro_trigger.judge.metrics import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
+from neuro_trigger.judge.trigger import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
 from neuro_trigger.run.files import write_atomic
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from neuro_trigger.judge.metrics import TRIGGER_CUT_CM
 from neuro_trigger.judge.report import (
     FIGURE_DPI,
     FIGURE_SPLITS,
@@ -36,6 +35,7 @@ from neuro_trigger.judge.report import (
     verdict_table,
     write_report,
 )
+from neuro_trigger.judge.trigger import TRIGGER_CUT_CM
 from neuro_trigger.run.files import write_json
 
 log = logging.getLogger(__name__)
