@@ -20,14 +20,9 @@ from neuro_trigger.data.dataset import theta_to_deg, z_to_cm
 from neuro_trigger.data.neuroresults import write_table
 from neuro_trigger.data.toy_mc import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.judge.plots import (
-    describe,
-    figure_file,
-    figure_names,
-    figure_to_png,
-    overlay_figures,
-    prediction_figures,
-)
+from neuro_trigger.judge.figure_files import figure_file, figure_to_png
+from neuro_trigger.judge.overlays import overlay_figures
+from neuro_trigger.judge.plots import describe, figure_names, prediction_figures
 from neuro_trigger.judge.trigger import (
     THETA_BIN_EDGES_DEG,
     Z_BIN_EDGES_CM,

@@ -209,7 +209,8 @@ def _figures(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarr
              what: str) -> dict[str, dict[str, bytes]]:
     """The overlaid figures (new and old network) per expert and, with more than one network, over all
     experts, as PNG files under plots/<expert_N | all>/; returns their bytes by group and caption."""
-    from neuro_trigger.judge import plots
+    from neuro_trigger.judge.figure_files import figure_to_png
+    from neuro_trigger.judge.overlays import overlay_figures
 
     groups: list[tuple[str, str, np.ndarray, int]] = []
     for e in nets.networks:
@@ -223,11 +224,11 @@ def _figures(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarr
     out: dict[str, dict[str, bytes]] = {}
     for key, label, rows, k in groups:
         title = f"{label}, {what}"
-        figs = plots.overlay_figures(store.y[rows, :k], {"new": pred[rows, :k]}, store.y_old[rows, :k], k,
+        figs = overlay_figures(store.y[rows, :k], {"new": pred[rows, :k]}, store.y_old[rows, :k], k,
                                      cut_cm=result["cut_cm"], title=title)
         out[key] = {}
         for fig_name, fig in figs.items():
-            png = plots.figure_to_png(fig)
+            png = figure_to_png(fig)
             file_name = _safe_name(fig_name) + ".png"
             write_atomic(folder / "plots" / key / file_name, lambda f, png=png: f.write(png))
             out[key][f"{title}: {fig_name}"] = png

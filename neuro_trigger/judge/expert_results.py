@@ -15,9 +15,10 @@ import numpy as np
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.filters import parse_filter
 from neuro_trigger.data.selection import expert_rows
+from neuro_trigger.judge.figure_files import figure_file, pngs_to_tensorboard, save_figures
 from neuro_trigger.judge.filtered import is_identity_filter
 from neuro_trigger.judge.metrics import split_metrics
-from neuro_trigger.judge.plots import figure_file, pngs_to_tensorboard, prediction_figures, save_figures
+from neuro_trigger.judge.plots import prediction_figures
 from neuro_trigger.run.files import save_npz, write_json
 from neuro_trigger.run.weights import weights_to_json
 

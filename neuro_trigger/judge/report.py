@@ -158,7 +158,7 @@ def png_bytes(figure: Figure | bytes) -> bytes:
         if not bytes(figure[:8]) == PNG_SIGNATURE:
             raise ValueError("figure bytes are not a PNG")
         return bytes(figure)
-    from neuro_trigger.judge.plots import figure_to_png
+    from neuro_trigger.judge.figure_files import figure_to_png
 
     return figure_to_png(figure, dpi=FIGURE_DPI)
 

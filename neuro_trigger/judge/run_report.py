@@ -163,7 +163,7 @@ def expert_figures(expert_dir: Path, config: dict, store, split: str,
     from neuro_trigger.data.filters import parse_filter
     from neuro_trigger.data.selection import expert_rows
     from neuro_trigger.judge.filtered import is_identity_filter
-    from neuro_trigger.judge.plots import overlay_figures
+    from neuro_trigger.judge.overlays import overlay_figures
 
     path = expert_dir / f"prediction_{split}.npz"
     if not path.is_file():
@@ -188,7 +188,7 @@ def save_expert_figures(expert_dir: Path, config: dict, store, split: str) -> No
     """Draw the report's figures of a finished expert into `expert_dir/plots/<split>/report/` (a job of its
     own, while other experts still train), so that report.html, written after the last expert, only
     embeds them. index.json, written last, names them and what they were drawn from."""
-    from neuro_trigger.judge.plots import save_figures
+    from neuro_trigger.judge.figure_files import save_figures
 
     drawn = expert_figures(expert_dir, config, store, split)
     if drawn is None:

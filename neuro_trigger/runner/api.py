@@ -290,7 +290,8 @@ def resume(folder: Path, show_progress: bool = True, verbose: bool = False, laun
 
 def _missing_figures(folder: Path, resolved: dict[str, Any]) -> list[tuple[str, str]]:
     """(expert, split) of finished experts that lack any of their figures (a run stopped while drawing them)."""
-    from neuro_trigger.judge.plots import figure_file, figure_names
+    from neuro_trigger.judge.figure_files import figure_file
+    from neuro_trigger.judge.plots import figure_names
 
     missing = []
     for key, config in resolved["experts"].items():
