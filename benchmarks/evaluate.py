@@ -36,7 +36,8 @@ def bench_evaluate(data_file: Path, tmp: Path, sizes: Sizes, seed: int) -> list[
     """Evaluating 5 experts from the parse cache, before the figures (load_networks, load_split, predict,
     and judge per expert and over all, as evaluate.py does), vs the cached reload of the same file alone."""
     from neuro_trigger.data.dataset import load_split
-    from neuro_trigger.judge.evaluation import judge_predictions, load_networks, predict
+    from neuro_trigger.judge.evaluation import judge_predictions
+    from neuro_trigger.judge.networks import load_networks, predict
 
     cache = tmp / "evaluate_cache"
     run_folder = evaluation_run(data_file, tmp / "evaluate_run", seed)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.runs) < 2:
             raise UserError(f"compare needs at least two runs, got {len(args.runs)}")
         from neuro_trigger.judge.comparison import compare, format_table
-        from neuro_trigger.judge.metrics import TRIGGER_CUT_CM
+        from neuro_trigger.judge.trigger import TRIGGER_CUT_CM
 
         data = [Path(p).absolute() for p in args.data] if args.data else None
         result = compare([find_run(r, log_root) for r in args.runs], split=args.split, data=data,

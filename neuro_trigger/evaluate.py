@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from neuro_trigger.errors import UserError  # noqa: E402
 
-DEFAULT_CUT_CM = 15.0  # the trigger's cut (neuro_trigger.judge.metrics.TRIGGER_CUT_CM, without importing numpy here)
+DEFAULT_CUT_CM = 15.0  # the trigger's cut (neuro_trigger.judge.trigger.TRIGGER_CUT_CM, without importing numpy here)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,10 +19,17 @@ from neuro_trigger.data import earlier_runs as compat
 from neuro_trigger.data.dataset import load_split
 from neuro_trigger.data.filter_parser import parse_filter
 from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.selection import apply_compare_to
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.assemble import assemble
+from neuro_trigger.judge.expert_results import _is_filtered
+from neuro_trigger.judge.filtered import is_identity_filter
 from neuro_trigger.judge.metrics import split_metrics
-from neuro_trigger.run import artifacts
+from neuro_trigger.judge.run_size import estimated_run_bytes
+from neuro_trigger.run import prediction_tables
+from neuro_trigger.run.files import DiskFullError, save_npz, save_tensor, write_atomic, write_json
+from neuro_trigger.run.weights import check_weights_file, load_weights_into, weights_to_json
 
 # ---------------------------------------------------------------------------------------------- vs old
 
@@ -84,8 +91,8 @@ def test_no_old_prediction_at_all():
     ("ExpertFilter(2)", True),
 ])
 def test_filtered_is_decided_from_the_parsed_filter(text, filtered):
-    assert artifacts._is_filtered({"filter": text}) is filtered
-    assert artifacts.is_identity_filter(parse_filter(text)) is not filtered
+    assert _is_filtered({"filter": text}) is filtered
+    assert is_identity_filter(parse_filter(text)) is not filtered
 
 
 # ---------------------------------------------------------------------------------------------- weights.json
@@ -104,7 +111,7 @@ def earlier_layout(state: dict) -> dict:
 
 
 def test_weights_json_in_the_original_layout():
-    entry = artifacts.weights_to_json(baseline().state_dict())
+    entry = weights_to_json(baseline().state_dict())
     assert set(entry) == {"shapes", "weights"}
     assert entry["shapes"] == {"model.net.0.weight": [81, 27], "model.net.0.bias": [81],
                                "model.net.2.weight": [2, 81], "model.net.2.bias": [2]}
@@ -119,13 +126,13 @@ def test_pre_trained_weights_of_either_layout_load(layout, model, tmp_path):
     if model == "BaselineModelBN":
         source.net[1].running_mean.fill_(0.25)
         source.net[1].num_batches_tracked.fill_(7)
-    entry = artifacts.weights_to_json(source.state_dict()) if layout == "original" else \
+    entry = weights_to_json(source.state_dict()) if layout == "original" else \
         earlier_layout(source.state_dict())
     path = write_weights(tmp_path / "weights.json", {"expert_3": entry})
     configs = {"expert_3": {"model": model, "in_size": 27, "out_size": 2, "act": "tanh/2"}}
-    artifacts.check_weights_file(path, ["expert_3"], configs)
+    check_weights_file(path, ["expert_3"], configs)
     target = baseline(model=model, seed=2)
-    artifacts.load_weights_into(target, path, "expert_3")
+    load_weights_into(target, path, "expert_3")
     for name, tensor in source.state_dict().items():
         assert torch.equal(target.state_dict()[name], tensor), name
 
@@ -137,12 +144,12 @@ def test_weights_json_written_by_the_original(tmp_path):
                              "weights": {k: v.tolist() for k, v in state.items()}}}
     path = write_weights(tmp_path / "weights.json", original)
     target = baseline(seed=4)
-    artifacts.load_weights_into(target, path, "expert_0")
+    load_weights_into(target, path, "expert_0")
     assert torch.equal(target.net[0].weight, state["model.net.0.weight"])
 
 
 def _entry(mutate) -> dict:
-    entry = artifacts.weights_to_json(baseline().state_dict())
+    entry = weights_to_json(baseline().state_dict())
     mutate(entry)
     return entry
 
@@ -166,18 +173,18 @@ def test_bad_weights_are_one_line_user_errors(case, mutate, expected, tmp_path):
     path = write_weights(tmp_path / "w.json", {"expert_0": _entry(mutate)})
     configs = {"expert_0": {"model": "BaselineModel", "in_size": 27, "out_size": 2, "act": "tanh/2"}}
     with pytest.raises(UserError) as info:
-        artifacts.check_weights_file(path, ["expert_0"], configs)
+        check_weights_file(path, ["expert_0"], configs)
     message = str(info.value)
     assert expected in message and path in message and "\n" not in message
     with pytest.raises(UserError, match="load_pre_trained_weights"):
-        artifacts.load_weights_into(baseline(), path, "expert_0")
+        load_weights_into(baseline(), path, "expert_0")
 
 
 def test_weights_file_of_neither_layout(tmp_path):
     for content in ({"expert_0": {"net.0.weight": [1, 2]}}, {"expert_0": [1, 2]}, [1, 2]):
         path = write_weights(tmp_path / "w.json", content)
         with pytest.raises(UserError) as info:
-            artifacts.load_weights_into(baseline(), path, "expert_0")
+            load_weights_into(baseline(), path, "expert_0")
         assert "\n" not in str(info.value) and path in str(info.value)
 
 
@@ -194,11 +201,11 @@ def mode(path: Path) -> int:
 
 
 def test_json_files_are_readable_by_the_group(tmp_path, umask_022):
-    artifacts.write_json(tmp_path / "a" / "summary.json", {"x": math.nan})
+    write_json(tmp_path / "a" / "summary.json", {"x": math.nan})
     assert mode(tmp_path / "a" / "summary.json") == 0o644
     assert json.loads((tmp_path / "a" / "summary.json").read_text()) == {"x": None}
     os.umask(0o027)  # a site's umask still applies
-    artifacts.write_json(tmp_path / "b.json", {})
+    write_json(tmp_path / "b.json", {})
     assert mode(tmp_path / "b.json") == 0o640
 
 
@@ -213,8 +220,8 @@ def disk_full_writer(code: int):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_disk_full_is_one_line_and_leaves_nothing(code, tmp_path):
     target = tmp_path / "prediction_val.pt"
-    with pytest.raises(artifacts.DiskFullError) as info:
-        artifacts.write_atomic(target, disk_full_writer(code))
+    with pytest.raises(DiskFullError) as info:
+        write_atomic(target, disk_full_writer(code))
     assert isinstance(info.value, UserError)
     assert str(info.value).startswith(f"disk full while writing {target}: ") and "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
@@ -222,7 +229,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(code, tmp_path):
 
 def test_other_os_errors_are_not_disk_full(tmp_path):
     with pytest.raises(PermissionError):
-        artifacts.write_atomic(tmp_path / "x.json", disk_full_writer(errno.EACCES))
+        write_atomic(tmp_path / "x.json", disk_full_writer(errno.EACCES))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -233,13 +240,13 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path):
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip() or done.returncode}")
     try:
-        artifacts.write_json(mount / "summary.json", {"status": "running"})
-        with pytest.raises(artifacts.DiskFullError, match="disk full while writing .*prediction_train.pt"):
-            artifacts.save_tensor(mount / "prediction_train.pt", np.zeros((600_000, 2), np.float32))
-        with pytest.raises(artifacts.DiskFullError, match="prediction_val.npz"):
-            artifacts.save_npz(mount / "prediction_val.npz", rows=np.arange(300_000), pred=np.zeros((300_000, 2)))
-        with pytest.raises(artifacts.DiskFullError, match="weights.json"):
-            artifacts.write_json(mount / "weights.json", {"expert_0": list(range(400_000))})
+        write_json(mount / "summary.json", {"status": "running"})
+        with pytest.raises(DiskFullError, match="disk full while writing .*prediction_train.pt"):
+            save_tensor(mount / "prediction_train.pt", np.zeros((600_000, 2), np.float32))
+        with pytest.raises(DiskFullError, match="prediction_val.npz"):
+            save_npz(mount / "prediction_val.npz", rows=np.arange(300_000), pred=np.zeros((300_000, 2)))
+        with pytest.raises(DiskFullError, match="weights.json"):
+            write_json(mount / "weights.json", {"expert_0": list(range(400_000))})
         assert sorted(p.name for p in mount.iterdir()) == ["summary.json"]  # no half-written file
         assert json.loads((mount / "summary.json").read_text()) == {"status": "running"}
     finally:
@@ -286,7 +293,7 @@ def test_run_files_mode_and_weights_layout(tiny_run):
     assert np.array(weights["expert_0"]["weights"]["model.net.2.weight"]).shape == (2, 81)
     assert weights == {"expert_0": json.loads((folder / "expert_0" / "weights.json").read_text())}
     model = baseline(seed=9)
-    artifacts.load_weights_into(model, str(folder / "weights.json"), "expert_0")
+    load_weights_into(model, str(folder / "weights.json"), "expert_0")
     assert model.net[0].weight.tolist() == weights["expert_0"]["weights"]["model.net.0.weight"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["metrics"]["val"]["all_unfiltered"]["rows_without_old"] == 0
@@ -296,7 +303,7 @@ def test_estimated_bytes_close_to_what_a_run_wrote(tiny_run, tmp_path):
     folder, data = tiny_run
     written = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     resolved = json.loads((folder / "config.json").read_text())
-    estimate = artifacts.estimated_run_bytes(stores_for(data, tmp_path), resolved)
+    estimate = estimated_run_bytes(stores_for(data, tmp_path), resolved)
     assert written / 2 <= estimate <= written * 2, (estimate, written)
 
 
@@ -305,7 +312,7 @@ def test_compare_to_a_run_that_lacks_experts(tiny_run, tmp_path):
     folder, data = tiny_run
     stores = stores_for(data, tmp_path)
     log_root = folder.parent.parent
-    artifacts.apply_compare_to(stores, f"{folder.parent.name}/{folder.name}", log_root)
+    apply_compare_to(stores, f"{folder.parent.name}/{folder.name}", log_root)
     val = stores["val"]
     rows = np.flatnonzero(np.isin(val.expert, [0, 1]))
     pred = val.y[rows] + 0.01
@@ -328,9 +335,9 @@ def test_full_disk_while_assembling_leaves_an_honest_summary(tiny_run, tmp_path,
         dst.write_bytes(b"Experiment\tRun")  # half a table, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(artifacts, "_write_prediction_table", half_then_full)
-    with pytest.raises(artifacts.DiskFullError) as info:
-        artifacts.assemble(copy, stores_for(data, tmp_path / "cache"))
+    monkeypatch.setattr(prediction_tables, "_write_prediction_table", half_then_full)
+    with pytest.raises(DiskFullError) as info:
+        assemble(copy, stores_for(data, tmp_path / "cache"))
     message = str(info.value)
     assert message.startswith("disk full while writing") and "pred_data_" in message and "\n" not in message
     summary = json.loads((copy / "summary.json").read_text())

@@ -586,15 +586,15 @@ def test_earlier_run_passes_the_same_checks(earlier_run, log_with_earlier_run):
     """Control: the run and its weights pass these checks when they do fit, so the cases above fail for
     the reason they name."""
     from neuro_trigger.config.resolution import resolve_config
-    from neuro_trigger.data.selection import load_data
-    from neuro_trigger.run import artifacts
+    from neuro_trigger.data.selection import apply_compare_to, load_data
+    from neuro_trigger.run.weights import check_weights_file
 
     resolved = json.loads((earlier_run / "config.json").read_text())
     stores = load_data(resolved["global"])
-    artifacts.apply_compare_to(stores, "custom/version_0", log_with_earlier_run)
+    apply_compare_to(stores, "custom/version_0", log_with_earlier_run)
     weights = str(log_with_earlier_run / "custom" / "version_0" / "weights.json")
     configs = resolve_config(resolved["global"] | {"extends": "base"}, experts=[0])["experts"]
-    artifacts.check_weights_file(weights, ["expert_0"], configs)
+    check_weights_file(weights, ["expert_0"], configs)
 
 
 # ---------------------------------------------------------------------------------------------- log location

@@ -92,8 +92,8 @@ def test_table_has_a_row_per_run_and_expert(runs, compared):
 
 def test_numbers_are_judge_on_the_common_data(runs, compared):
     """B's expert-4 row equals judge() recomputed here on A's test rows, not on B's own test split."""
-    from neuro_trigger.judge.evaluation import load_networks, predict
-    from neuro_trigger.judge.metrics import judge
+    from neuro_trigger.judge.networks import load_networks, predict
+    from neuro_trigger.judge.trigger import judge
 
     store = load_split([runs["test_a"]])
     nets = load_networks(runs["b"])

@@ -14,9 +14,9 @@ from neuro_trigger.data import earlier_runs as compat
 from neuro_trigger.data.dataset import ColumnStore, load_split
 from neuro_trigger.data.neuroresults.format import COLUMNS, PREDICTION_COLUMNS
 from neuro_trigger.data.neuroresults.writer import write_table
+from neuro_trigger.data.selection import apply_compare_to
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.run import artifacts
 
 SIZES = {"train": 300, "val": 200, "test": 150}
 
@@ -97,7 +97,7 @@ def test_debug_root_compare_to_reads_under_repo_log(data, tmp_path, monkeypatch)
     stores = stores_of(data, tmp_path / "cache")
     monkeypatch.setattr(compat, "PRODUCTION_LOG_ROOT", tmp_path / "repo_log")
     expected = write_original_run(tmp_path / "repo_log" / "baseline_v2" / "version_3", data, [0, 1, 2, 3, 4])
-    artifacts.apply_compare_to(stores, "baseline_v2/version_3", compat.DEBUG_LOG_ROOT)
+    apply_compare_to(stores, "baseline_v2/version_3", compat.DEBUG_LOG_ROOT)
     assert_same(stores["val"].y_old, expected["val"])
 
 
@@ -117,7 +117,7 @@ def write_own_run(folder: Path, stores: dict[str, ColumnStore], experts: list[in
 def test_own_run_folder_with_missing_experts(data, tmp_path):
     stores = stores_of(data, tmp_path / "cache")
     expected = write_own_run(tmp_path / "log" / "custom" / "version_0", stores, [0, 3])
-    artifacts.apply_compare_to(stores, "custom/version_0", tmp_path / "log")
+    apply_compare_to(stores, "custom/version_0", tmp_path / "log")
     for split, store in stores.items():
         assert_same(store.y_old, expected[split])
         assert np.isnan(store.y_old[~np.isin(store.expert, [0, 3])]).all()
@@ -135,7 +135,7 @@ def test_own_run_folder_of_other_data(data, tmp_path):
 def test_original_run_folder_old_predictions_land_on_their_rows(data, tmp_path):
     stores = stores_of(data, tmp_path / "cache")
     expected = write_original_run(tmp_path / "log" / "baseline_v2" / "version_4", data, [0, 3])
-    artifacts.apply_compare_to(stores, "baseline_v2/version_4", tmp_path / "log")
+    apply_compare_to(stores, "baseline_v2/version_4", tmp_path / "log")
     for split, store in stores.items():
         assert_same(store.y_old, expected[split])
         trained = np.isin(store.expert, [0, 3])
@@ -218,7 +218,7 @@ def test_not_a_run_folder(kind, data, tmp_path):
         run.parent.mkdir(parents=True)
         run.write_text("x")
     with pytest.raises(UserError, match="compare_to 'custom/version_7'") as info:
-        artifacts.apply_compare_to(stores_of(data, tmp_path / "cache"), "custom/version_7", tmp_path / "log")
+        apply_compare_to(stores_of(data, tmp_path / "cache"), "custom/version_7", tmp_path / "log")
     message = str(info.value)
     assert "\n" not in message and str(run) in message
     assert ("not found" in message) == (kind == "missing")

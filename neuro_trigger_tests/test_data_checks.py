@@ -191,7 +191,7 @@ def test_toy_files_are_byte_identical_for_a_version_and_seed(tmp_path: Path, mon
 # ------------------------------------------------------------------------------- 4. split prediction tables
 @pytest.mark.parametrize("suffix", [".tsv", ".gz"])
 def test_prediction_table_of_a_split_keeps_every_row(tmp_path: Path, suffix: str) -> None:
-    from neuro_trigger.run.artifacts import _write_prediction_table
+    from neuro_trigger.run.prediction_tables import _write_prediction_table
 
     tables = [make_table(n, seed) for n, seed in ((40, 1), (35, 2), (25, 3))]
     texts = []

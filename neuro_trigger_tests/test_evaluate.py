@@ -23,7 +23,8 @@ from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
 from neuro_trigger.evaluate import main
-from neuro_trigger.judge.evaluation import evaluate, load_networks, predict
+from neuro_trigger.judge.evaluation import evaluate
+from neuro_trigger.judge.networks import load_networks, predict
 from neuro_trigger.runner.api import train
 
 EXPERTS = [2, 4]

@@ -16,25 +16,19 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from neuro_trigger.config.resolution import resolve_config
+from neuro_trigger.data.dataset import theta_to_deg, z_to_cm
 from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.judge.metrics import (
+from neuro_trigger.judge.figure_files import figure_file, figure_to_png
+from neuro_trigger.judge.overlays import overlay_figures
+from neuro_trigger.judge.plots import describe, figure_names, prediction_figures
+from neuro_trigger.judge.trigger import (
     THETA_BIN_EDGES_DEG,
     Z_BIN_EDGES_CM,
-    _theta_to_deg,
-    _z_to_cm,
     binned_resolution,
     efficiency_vs_z,
     trigger_metrics,
-)
-from neuro_trigger.judge.plots import (
-    describe,
-    figure_file,
-    figure_names,
-    figure_to_png,
-    overlay_figures,
-    prediction_figures,
 )
 from neuro_trigger.training.callbacks import HParamsSummary, flatten_config
 
@@ -95,20 +89,20 @@ def test_overlay_numbers_are_the_metrics_functions() -> None:
     b[::3] = np.nan
     figs = overlay_figures(target, {"a": a, "b": b}, old, 2, cut_cm=12.0, title="t")
     ok = np.isfinite(b).all(axis=1)
-    reco_z, z_res = _z_to_cm(target[ok, 0]), _z_to_cm(target[ok, 0]) - _z_to_cm(b[ok, 0])
+    reco_z, z_res = z_to_cm(target[ok, 0]), z_to_cm(target[ok, 0]) - z_to_cm(b[ok, 0])
     expected = binned_resolution(reco_z, z_res, Z_BIN_EDGES_CM)
     np.testing.assert_allclose(_errorbar_y(figs["z_resolution_vs_reco_z"], "b"), expected["std"])
     np.testing.assert_allclose(_errorbar_y(figs["z_bias_vs_reco_z"], "b"), expected["mean"])
-    by_theta = binned_resolution(_theta_to_deg(target[ok, 1]), z_res, THETA_BIN_EDGES_DEG)
+    by_theta = binned_resolution(theta_to_deg(target[ok, 1]), z_res, THETA_BIN_EDGES_DEG)
     np.testing.assert_allclose(_errorbar_y(figs["z_resolution_vs_reco_theta"], "b"), by_theta["std"])
-    efficiency = efficiency_vs_z(reco_z, _z_to_cm(b[ok, 0]), Z_BIN_EDGES_CM, 12.0)
+    efficiency = efficiency_vs_z(reco_z, z_to_cm(b[ok, 0]), Z_BIN_EDGES_CM, 12.0)
     np.testing.assert_allclose(_errorbar_y(figs["efficiency_vs_reco_z"], "b"), efficiency["efficiency"])
     # the error bars are the bins' uncertainties: each bar spans std +- std_err of its bin
     container = next(c for c in figs["z_resolution_vs_reco_z"].axes[0].containers if c.get_label() == "b")
     segments = [seg for seg in container.lines[2][0].get_segments() if len(seg)]  # an empty bin: no bar
     half_lengths = sorted(float(np.ptp(seg[:, 1])) / 2 for seg in segments)
     np.testing.assert_allclose(half_lengths, sorted(v for v in expected["std_err"] if math.isfinite(v)))
-    at_cut = trigger_metrics(reco_z, _z_to_cm(b[ok, 0]), 12.0)
+    at_cut = trigger_metrics(reco_z, z_to_cm(b[ok, 0]), 12.0)
     roc_legend = _texts(figs["roc"])[1]
     assert f"b: efficiency {at_cut['efficiency']:.3f}, rejection {at_cut['rejection']:.3f}" in roc_legend
     assert "12 cm" in figs["efficiency_vs_reco_z"].axes[0].get_title()
@@ -428,17 +422,17 @@ def test_the_best_networks_figures_reach_tensorboard_from_the_plot_jobs(run: Pat
 
 def test_run_pngs_are_the_merged_figures_titled_with_expert_and_split(run: Path, monkeypatch) -> None:
     from neuro_trigger.data.selection import load_data
-    from neuro_trigger.run import artifacts
+    from neuro_trigger.judge import expert_results
 
     for key in ("expert_2", "expert_4"):
         for split in ("val", "test"):
             pngs = {p.name for p in (run / key / "plots" / split).glob("*.png")}
             assert pngs == {figure_file(n) for n in figure_names(2)}, (key, split)
     drawn: dict[str, object] = {}
-    monkeypatch.setattr(artifacts, "save_figures", lambda figs, folder: drawn.update(figs))
+    monkeypatch.setattr(expert_results, "save_figures", lambda figs, folder: drawn.update(figs))
     resolved = json.loads((run / "config.json").read_text())
     store = load_data(resolved["global"], run.parent.parent)["test"]
-    artifacts.write_expert_plots(run / "expert_4", resolved["experts"]["expert_4"], store, "test")
+    expert_results.write_expert_plots(run / "expert_4", resolved["experts"]["expert_4"], store, "test")
     assert list(drawn) == figure_names(2)
     for name, fig in drawn.items():
         assert "expert 4, test split" in _texts(fig)[0], name

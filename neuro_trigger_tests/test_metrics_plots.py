@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.figure_files import figure_to_array, save_figures
 from neuro_trigger.judge.metrics import loss_value, residual_stats, split_metrics, trimmed_std
-from neuro_trigger.judge.plots import figure_to_array, prediction_figures, save_figures
+from neuro_trigger.judge.plots import prediction_figures
 
 Z_NAMES = ["z_vs_reco", "z_pred", "z_residual", "z_residual_std_vs_z", "z_residual_ip"]
 THETA_NAMES = ["theta_vs_reco", "theta_pred", "theta_residual", "theta_residual_std_vs_theta"]

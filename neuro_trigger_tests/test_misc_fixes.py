@@ -234,9 +234,9 @@ def test_metrics_csv_has_one_row_per_epoch_and_tensorboard_steps_are_epochs(tmp_
 
 
 def test_one_row_per_epoch_works_with_the_mean_expert_and_a_resume(tmp_path: Path) -> None:
-    """The readers and writers of metrics.csv: artifacts.log_mean_over_experts, and the resumed fit's logger,
+    """The readers and writers of metrics.csv: mean_expert.log_mean_over_experts, and the resumed fit's logger,
     which keeps the rows of the epochs its checkpoint holds (checkpoints.KeptCSVLogger)."""
-    from neuro_trigger.run.artifacts import log_mean_over_experts
+    from neuro_trigger.judge.mean_expert import log_mean_over_experts
     from neuro_trigger.training.checkpoints import KeptCSVLogger
 
     run = tmp_path / "run"
@@ -264,7 +264,7 @@ def test_an_expert_killed_before_its_first_log_line_leaves_the_mean_and_a_resume
     """An expert killed between its first checkpoint and its loggers' first write leaves an empty metrics.csv
     (seen when a run's expert was SIGKILLed): the mean over experts is that of the others, a resume starts
     from no earlier epochs, and neither stops the run's assembling."""
-    from neuro_trigger.run.artifacts import log_mean_over_experts, read_expert_metrics
+    from neuro_trigger.judge.mean_expert import log_mean_over_experts, read_expert_metrics
 
     run = tmp_path / "run"
     _fit(run / "expert_0", epochs=2)

@@ -15,7 +15,7 @@ import pytest
 from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
-from neuro_trigger.judge.metrics import judge
+from neuro_trigger.judge.trigger import judge
 from neuro_trigger.registry import build_model
 from neuro_trigger.run.files import write_json
 from neuro_trigger_tests.run_helpers import load_script

@@ -25,7 +25,6 @@ from PIL import Image
 from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.judge import report, run_report
-from neuro_trigger.judge.metrics import judge
 from neuro_trigger.judge.report import (
     BETTER_MARK,
     Code,
@@ -37,6 +36,7 @@ from neuro_trigger.judge.report import (
     write_report,
 )
 from neuro_trigger.judge.run_report import write_run_report
+from neuro_trigger.judge.trigger import judge
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_BROWSER = REPO / "scripts" / "install_browser.sh"

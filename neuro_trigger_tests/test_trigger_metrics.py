@@ -13,7 +13,7 @@ from neuro_trigger.data.dataset import theta_from_deg, z_from_cm
 from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.errors import UserError
-from neuro_trigger.judge.metrics import (
+from neuro_trigger.judge.trigger import (
     EXPERT_BIN_EDGES,
     NTRACKS_BIN_EDGES,
     ROC_CUTS_CM,

@@ -5,7 +5,7 @@
                                               [--split val] [--out docs/physics] [--reference] [--old]
 
 Each RUN is a run folder (`log/<config>/version_N`). For every expert a run trained, the script reads
-`expert_N/result_<split>.json` ("trigger" -> "new": the judge output of neuro_trigger/judge/metrics.py) and
+`expert_N/result_<split>.json` ("trigger" -> "new": the judge output of neuro_trigger/judge/trigger.py) and
 `summary.json` (epochs), and computes what issue 12 asks of a network that is unbiased across z:
 
 - max |bias|: the largest |mean residual| (reco z - predicted z) over the 10 cm reco-z bins from -100 to
@@ -133,7 +133,7 @@ def reference_bins(folder: Path, split: str) -> dict[str, dict]:
     from neuro_trigger import REPO_ROOT
     from neuro_trigger.data.neuroresults.reader import read_neuroresults
     from neuro_trigger.data.toy.reference import reference_fit
-    from neuro_trigger.judge import metrics
+    from neuro_trigger.judge.trigger import Z_BIN_EDGES_CM, binned_resolution
 
     config = json.loads((Path(folder) / "config.json").read_text())
     paths = config["global"]["data"][split]
@@ -152,8 +152,8 @@ def reference_bins(folder: Path, split: str) -> dict[str, dict]:
             continue
         rows = (expert == e) & np.isfinite(fit_z)
         residual = reco[rows] - fit_z[rows]
-        binned = metrics.binned_resolution(reco[rows], residual, metrics.Z_BIN_EDGES_CM)
-        binned = {"edges": list(metrics.Z_BIN_EDGES_CM), **binned}
+        binned = binned_resolution(reco[rows], residual, Z_BIN_EDGES_CM)
+        binned = {"edges": list(Z_BIN_EDGES_CM), **binned}
         out[f"expert_{e}"] = {"z_std_cm": float(np.std(residual)), "rows": int(rows.sum()),
                               "bins": bin_table(binned)}
     return out

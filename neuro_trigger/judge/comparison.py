@@ -400,8 +400,8 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
     flagged "trained on other data" in the table. `out_root` replaces `<repo>/log` (tests).
     """
     from neuro_trigger.data.dataset import load_split
-    from neuro_trigger.judge.evaluation import load_networks, predict
-    from neuro_trigger.judge.metrics import judge
+    from neuro_trigger.judge.networks import load_networks, predict
+    from neuro_trigger.judge.trigger import judge
 
     runs = [Path(r) for r in runs]
     _check_arguments(runs, split, cut_cm)
@@ -474,7 +474,8 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
 def _figures(target: np.ndarray, old: np.ndarray, expert: np.ndarray, preds: dict[str, np.ndarray],
              experts_of: dict[str, list[int]], k: int, cut_cm: float, what: str) -> dict[str, dict[str, bytes]]:
     """Overlaid figures as PNG bytes: over all experts, and per expert for the runs that have that expert."""
-    from neuro_trigger.judge.plots import figure_to_png, overlay_figures
+    from neuro_trigger.judge.figure_files import figure_to_png
+    from neuro_trigger.judge.overlays import overlay_figures
 
     groups: dict[str, dict[str, bytes]] = {}
     figs = overlay_figures(target, preds, old, k, cut_cm, f"all experts, {what}")

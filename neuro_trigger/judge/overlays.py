@@ -1,9 +1,9 @@
 """Overlaid figures that put several networks side by side, as the trigger is judged: one colour per
 network (a run of a comparison, or "new" in an evaluation), the old network as a black dashed reference.
 
-The numbers come from `run/metrics.py` (the same functions `judge` reports), so a figure and the
+The numbers come from `judge/trigger.py` (the same functions `judge` reports), so a figure and the
 metrics JSON beside it never disagree; every binned value carries its statistical uncertainty as an
-error bar. Like `run/plots.py`, figures are made without pyplot (a Figure with its own Agg canvas).
+error bar. Like `judge/plots.py`, figures are made without pyplot (a Figure with its own Agg canvas).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from neuro_trigger.data.dataset import theta_to_deg, z_to_cm
 from neuro_trigger.errors import UserError
-from neuro_trigger.judge.metrics import (
+from neuro_trigger.judge.metrics import as_2d
+from neuro_trigger.judge.trigger import (
     BACKGROUND_CM,
     IP_CM,
     THETA_BIN_EDGES_DEG,
     TRIGGER_CUT_CM,
     Z_BIN_EDGES_CM,
-    _theta_to_deg,
-    _z_to_cm,
     binned_resolution,
     efficiency_vs_z,
     resolution,
@@ -65,30 +65,25 @@ class _Series:
                 "label": self.label}
 
 
-def _as_2d(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a.reshape(-1, 1) if a.ndim == 1 else a
-
-
 def _series(label: str, target: np.ndarray, est: np.ndarray, rows: np.ndarray, k: int, style: tuple) -> _Series:
     t, e = target[rows], est[rows]
-    reco_theta = _theta_to_deg(t[:, 1]) if t.shape[1] >= 2 else np.full(len(t), np.nan)
-    theta_res = reco_theta - _theta_to_deg(e[:, 1]) if k == 2 else None
-    return _Series(label, *style, _z_to_cm(t[:, 0]), _z_to_cm(e[:, 0]), reco_theta, theta_res)
+    reco_theta = theta_to_deg(t[:, 1]) if t.shape[1] >= 2 else np.full(len(t), np.nan)
+    theta_res = reco_theta - theta_to_deg(e[:, 1]) if k == 2 else None
+    return _Series(label, *style, z_to_cm(t[:, 0]), z_to_cm(e[:, 0]), reco_theta, theta_res)
 
 
 def _all_series(target: np.ndarray, preds: dict[str, np.ndarray], old: np.ndarray | None,
                 out_size: int) -> list[_Series]:
     """The networks of `preds` in order, then the old network on the rows some network of `preds` covers."""
     k = out_size
-    t = _as_2d(target)
+    t = as_2d(target)
     n = t.shape[0]
     if t.shape[1] < k:
         raise ValueError(f"target has {t.shape[1]} column(s), out_size is {k}")
     target_ok = np.isfinite(t[:, :k]).all(axis=1)
     out, covered = [], np.zeros(n, dtype=bool)
     for i, (label, pred) in enumerate(preds.items()):
-        p = _as_2d(pred)
+        p = as_2d(pred)
         if p.shape[0] != n or p.shape[1] < k:
             raise ValueError(f"prediction {label!r} has shape {p.shape}, target {t.shape}, out_size {k}")
         rows = target_ok & np.isfinite(p[:, :k]).all(axis=1)
@@ -96,7 +91,7 @@ def _all_series(target: np.ndarray, preds: dict[str, np.ndarray], old: np.ndarra
         style = (COLOURS[i % len(COLOURS)], LINESTYLES[i // len(COLOURS) % len(LINESTYLES)], "o")
         out.append(_series(str(label), t, p, rows, k, style))
     if old is not None:
-        o = _as_2d(old)
+        o = as_2d(old)
         if o.shape[0] != n or o.shape[1] < k:
             raise ValueError(f"old has shape {o.shape}, target {t.shape}, out_size {k}")
         rows = target_ok & np.isfinite(o[:, :k]).all(axis=1) & (covered if preds else True)
@@ -235,7 +230,7 @@ def overlay_figures(target: np.ndarray, preds: dict[str, np.ndarray], old: np.nd
     figs["z_resolution_vs_reco_z"] = _binned_figure(
         series, lambda s: s.reco_z, Z_BIN_EDGES_CM, "std", title, "z resolution vs reco z", "reco z [cm]",
         "std of z residual [cm]")
-    if _as_2d(target).shape[1] >= 2:
+    if as_2d(target).shape[1] >= 2:
         figs["z_resolution_vs_reco_theta"] = _binned_figure(
             series, lambda s: s.reco_theta, THETA_BIN_EDGES_DEG, "std", title, "z resolution vs reco theta",
             "reco theta [deg]", "std of z residual [cm]")

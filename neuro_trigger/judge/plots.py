@@ -2,7 +2,8 @@
 
 The new and the old network are drawn in the same figure (overlaid, or in two panels side by side for
 the 2D histograms), and every title names the expert and the split, so a copied PNG still says what it
-shows. The figures that compare several runs are in `run/overlays.py` (`overlay_figures`, re-exported here).
+shows. The figures that compare several runs are in `judge/overlays.py`; saving figures as PNG files, PNG
+bytes or pixel arrays in `judge/figure_files.py`.
 
 Figures are built with ``matplotlib.figure.Figure`` and an explicit Agg canvas, never through
 pyplot: no global figure registry, so nothing leaks and figures can be made in any thread or
@@ -12,12 +13,8 @@ matplotlib's fixed cost per figure (axes, ticks, text: about 60-80 ms each, 11 f
 
 from __future__ import annotations
 
-import io
-import os
-import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,12 +22,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
-from neuro_trigger.judge.metrics import _theta_to_deg, _z_to_cm, residual_stats, trimmed_std
-from neuro_trigger.judge.overlays import overlay_figures  # noqa: F401 - part of this module's interface
+from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM, theta_to_deg, z_to_cm
+from neuro_trigger.judge.figure_files import DPI
+from neuro_trigger.judge.metrics import as_2d, residual_stats, trimmed_std
 
 FIGSIZE = (6.4, 4.8)
-DPI = 100
 N_TICKS = 6
 TRIM = 0.05
 IP_CUT_CM = 1.0  # "from the interaction point": |reco z| below this
@@ -60,8 +56,8 @@ class _Quantity:
         return lo - m, hi + m
 
 
-_Z = _Quantity("z", 0, _z_to_cm, "cm", Z_RANGE_CM, (-100.0, 100.0), 100, 200, 20)
-_THETA = _Quantity("theta", 1, _theta_to_deg, "deg", THETA_RANGE_DEG, (-80.0, 80.0), 80, 160, 16)
+_Z = _Quantity("z", 0, z_to_cm, "cm", Z_RANGE_CM, (-100.0, 100.0), 100, 200, 20)
+_THETA = _Quantity("theta", 1, theta_to_deg, "deg", THETA_RANGE_DEG, (-80.0, 80.0), 80, 160, 16)
 
 
 def _new_figure(panels: int = 1) -> tuple[Figure, list]:
@@ -256,11 +252,6 @@ def _fig_gt(q: _Quantity, reco: np.ndarray, what: str) -> Figure:
     return fig
 
 
-def _as_2d(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a.reshape(-1, 1) if a.ndim == 1 else a
-
-
 def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, out_size: int,
                        expert: int | None = None, split: str = "",
                        only: Collection[str] | None = None) -> dict[str, Figure]:
@@ -275,7 +266,7 @@ def prediction_figures(target: np.ndarray, pred: np.ndarray, old: np.ndarray, ou
     """
     if out_size not in (1, 2):
         raise ValueError(f"out_size must be 1 or 2, got {out_size}")
-    t, p, o = _as_2d(target), _as_2d(pred), _as_2d(old)
+    t, p, o = as_2d(target), as_2d(pred), as_2d(old)
     what = describe(expert, split)
     wanted = set(figure_names(out_size) if only is None else only)
     figs: dict[str, Figure] = {}
@@ -320,7 +311,7 @@ def residual_histograms(target: np.ndarray, pred: np.ndarray, out_size: int) -> 
     the figures' fixed ranges, as keyword arguments of TensorBoard's ``add_histogram_raw``, by tag
     ("z_residual_cm", "theta_residual_deg"). Values outside the range count in its outer bins; rows with a NaN
     are left out. Cheap enough for every plot event."""
-    t, p = _as_2d(target), _as_2d(pred)
+    t, p = as_2d(target), as_2d(pred)
     out: dict[str, dict] = {}
     for q in (_Z, _THETA)[:out_size]:
         res = q.to_physical(t[:, q.column]) - q.to_physical(p[:, q.column])
@@ -335,9 +326,6 @@ def residual_histograms(target: np.ndarray, pred: np.ndarray, out_size: int) -> 
     return out
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
-
-
 def figure_names(out_size: int) -> list[str]:
     """The names `prediction_figures` gives its figures, in its order, without drawing them."""
     names = []
@@ -346,66 +334,3 @@ def figure_names(out_size: int) -> list[str]:
         names += ["z_residual_ip"] if q == "z" else []
         names.append(f"{q}-gt")
     return names
-
-
-def figure_file(name: str) -> str:
-    """The PNG file name of a figure."""
-    return f"{_UNSAFE.sub('_', name)}.png"
-
-
-def save_figures(figs: dict[str, Figure], folder: Path, dpi: int = DPI) -> list[Path]:
-    """Write each figure as ``folder/<name>.png`` (folder created); return the paths in order.
-
-    Each file appears whole or not at all (written under a temporary name, then renamed), so a run
-    stopped while drawing leaves only complete figures, and `--resume` draws the missing ones."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figs.items():
-        path = folder / figure_file(name)
-        partial = path.with_name(f".{path.name}.part")
-        # zlib level 1: files about 10% larger than the default level 6, encoding twice as fast
-        fig.savefig(partial, dpi=dpi, format="png", pil_kwargs={"compress_level": 1})
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-        paths.append(path)
-    return paths
-
-
-def pngs_to_tensorboard(pngs: dict[str, Path], log_dir: Path, prefix: str = "", step: int = 0) -> None:
-    """PNG files (by figure name) as images of a TensorBoard run (tags `prefix` + name), as they are: no
-    decoding, no drawing, no encoding again. Missing files are left out."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from torch.utils.tensorboard import SummaryWriter
-
-    values = []
-    for name, path in pngs.items():
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            continue
-        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the IHDR chunk
-        colorspace = {2: 3, 6: 4}.get(data[25], 4)  # PNG colour type: RGB, RGBA
-        values.append(Summary.Value(tag=f"{prefix}{name}", image=Summary.Image(
-            height=height, width=width, colorspace=colorspace, encoded_image_string=data)))
-    if not values:
-        return
-    with SummaryWriter(log_dir=str(log_dir)) as writer:
-        writer.file_writer.add_summary(Summary(value=values), step)
-
-
-def figure_to_array(fig: Figure) -> np.ndarray:
-    """Render a figure to an (H, W, 3) uint8 RGB array (for TensorBoard ``add_image``, HWC)."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-
-
-def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes (for report.html, which embeds its figures). zlib level 1, as `save_figures`: the
-    default level 6 took longer than drawing the figure, for files slightly smaller (docs/performance.md)."""
-    if not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png", pil_kwargs={"compress_level": 1})
-    return buffer.getvalue()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from neuro_trigger.judge.metrics import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
+from neuro_trigger.judge.trigger import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
 from neuro_trigger.run.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def png_bytes(figure: Figure | bytes) -> bytes:
         if not bytes(figure[:8]) == PNG_SIGNATURE:
             raise ValueError("figure bytes are not a PNG")
         return bytes(figure)
-    from neuro_trigger.judge.plots import figure_to_png
+    from neuro_trigger.judge.figure_files import figure_to_png
 
     return figure_to_png(figure, dpi=FIGURE_DPI)
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from neuro_trigger.judge.metrics import TRIGGER_CUT_CM
 from neuro_trigger.judge.report import (
     FIGURE_DPI,
     FIGURE_SPLITS,
@@ -36,6 +35,7 @@ from neuro_trigger.judge.report import (
     verdict_table,
     write_report,
 )
+from neuro_trigger.judge.trigger import TRIGGER_CUT_CM
 from neuro_trigger.run.files import write_json
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ def expert_figures(expert_dir: Path, config: dict, store, split: str,
     it is judged on: (section title, figures by name); None without predictions."""
     from neuro_trigger.data.filter_parser import parse_filter
     from neuro_trigger.data.selection import expert_rows
-    from neuro_trigger.judge.plots import overlay_figures
-    from neuro_trigger.run.artifacts import is_identity_filter
+    from neuro_trigger.judge.filtered import is_identity_filter
+    from neuro_trigger.judge.overlays import overlay_figures
 
     path = expert_dir / f"prediction_{split}.npz"
     if not path.is_file():
@@ -188,7 +188,7 @@ def save_expert_figures(expert_dir: Path, config: dict, store, split: str) -> No
     """Draw the report's figures of a finished expert into `expert_dir/plots/<split>/report/` (a job of its
     own, while other experts still train), so that report.html, written after the last expert, only
     embeds them. index.json, written last, names them and what they were drawn from."""
-    from neuro_trigger.judge.plots import save_figures
+    from neuro_trigger.judge.figure_files import save_figures
 
     drawn = expert_figures(expert_dir, config, store, split)
     if drawn is None:

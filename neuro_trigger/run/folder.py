@@ -20,8 +20,6 @@ from pathlib import Path
 
 from neuro_trigger.errors import UserError
 
-VERSION_PREFIX = "version_"
-_VERSION_RE = re.compile(r"^version_(\d+)$")
 GIT_ID_FILE = "git_id.txt"
 GIT_DIFF_FILE = "git_diff.txt"
 
@@ -46,23 +44,42 @@ def ensure_writable(root: Path, min_free_mb: int = 50) -> None:
         raise UserError(f"log location {root} has only {free_mb} MB free (at least {min_free_mb} MB needed)")
 
 
-def _existing_versions(parent: Path) -> list[int]:
-    """Version numbers of the ``version_N`` folders in ``parent`` (other names are ignored)."""
-    versions = []
-    with os.scandir(parent) as entries:
-        for entry in entries:
-            match = _VERSION_RE.match(entry.name)
-            if match:
-                versions.append(int(match.group(1)))
-    return versions
+class FolderNotCreated(Exception):
+    """``os.mkdir`` could not create ``folder`` for a reason other than a lost race (``error``), for the
+    caller to say in its own words which folder it was claiming."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        super().__init__(folder, error)
+        self.folder, self.error = folder, error
 
 
-def create_run_folder(root: Path, config_name: str, max_attempts: int = 1000) -> Path:
-    """Create and return a fresh ``root/<config_name>/version_N`` (N = highest existing + 1, 0 first).
+def claim_numbered_folder(parent: Path, name: str, max_attempts: int = 1000) -> Path | None:
+    """Create and return a fresh ``parent/<name>_N`` (N = highest existing + 1, 0 first), or None when
+    ``max_attempts`` numbers in a row were taken by others first; ``parent`` must exist.
 
     The folder is claimed with ``os.mkdir`` (no ``exist_ok``): if another process took the same
     number in the meantime, the listing is read again and the next number tried, so concurrent
-    runs never share or overwrite a folder.
+    runs (or evaluations) never share or overwrite a folder. Any other failure of ``os.mkdir`` is
+    raised as ``FolderNotCreated``.
+    """
+    pattern = re.compile(rf"^{re.escape(name)}_(\d+)$")
+    for _ in range(max_attempts):
+        with os.scandir(parent) as entries:
+            taken = [int(m.group(1)) for entry in entries if (m := pattern.match(entry.name))]
+        folder = Path(parent) / f"{name}_{max(taken) + 1 if taken else 0}"
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue  # lost the race to another process: look again
+        except OSError as exc:
+            raise FolderNotCreated(folder, exc) from exc
+        return folder
+    return None
+
+
+def create_run_folder(root: Path, config_name: str, max_attempts: int = 1000) -> Path:
+    """Create and return a fresh ``root/<config_name>/version_N`` (N = highest existing + 1, 0 first),
+    claimed atomically (`claim_numbered_folder`): concurrent runs never share a folder.
     """
     if not config_name or config_name in (".", "..") or "/" in config_name or os.sep in config_name:
         raise UserError(f"config name {config_name!r} cannot be used as a log folder name")
@@ -71,17 +88,13 @@ def create_run_folder(root: Path, config_name: str, max_attempts: int = 1000) ->
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create log folder {parent}: {exc.strerror or exc}") from exc
-    for _ in range(max_attempts):
-        versions = _existing_versions(parent)
-        folder = parent / f"{VERSION_PREFIX}{max(versions) + 1 if versions else 0}"
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            continue  # lost the race to another process: look again
-        except OSError as exc:
-            raise UserError(f"cannot create run folder {folder}: {exc.strerror or exc}") from exc
-        return folder
-    raise UserError(f"could not claim a new version folder in {parent} after {max_attempts} attempts")
+    try:
+        folder = claim_numbered_folder(parent, "version", max_attempts)
+    except FolderNotCreated as e:
+        raise UserError(f"cannot create run folder {e.folder}: {e.error.strerror or e.error}") from e.error
+    if folder is None:
+        raise UserError(f"could not claim a new version folder in {parent} after {max_attempts} attempts")
+    return folder
 
 
 def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:

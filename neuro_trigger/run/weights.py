@@ -58,37 +58,75 @@ def expert_tensors(entry: Any, path: str, key: str) -> dict[str, tuple[list[int]
     return out
 
 
-def _load_state(model, entry: Any, path: str, key: str, torch) -> None:
-    """Check every tensor of the entry against the network and load them; each misfit is one line."""
-    tensors = expert_tensors(entry, path, key)
-    state = model.state_dict()
-    where = f"load_pre_trained_weights: {path}: {key}"
+class TensorMisfit(Exception):
+    """A tensor of a weights.json entry that does not fit the network, for the caller to word: `problem` is
+    "missing", "declared shape", "not numeric", "shape", "not finite" or "extra"; `name` the network's
+    state_dict name; `found` and `need` the shapes (for the shape problems); `error` why the values are not
+    numeric."""
+
+    def __init__(self, problem: str, name: str, found: list[int] | None = None, need: list[int] | None = None,
+                 error: Exception | None = None) -> None:
+        super().__init__(problem, name)
+        self.problem, self.name, self.found, self.need, self.error = problem, name, found, need, error
+
+
+def fitted_state(state: dict[str, Any], tensors: dict[str, tuple[list[int] | None, Any]],
+                 finite: bool = False) -> dict[str, Any]:
+    """The entry's `tensors` (as `expert_tensors` gives them) as a state_dict for a network whose own is `state`:
+    every tensor present, of the declared and the actual shape the network needs, numeric (and, with `finite`,
+    free of NaN and infinities), none left over. The first misfit raises TensorMisfit."""
+    import torch
+
     new = {}
     for name, tensor in state.items():
         if name not in tensors:
-            raise UserError(f"{where} lacks tensor '{MODULE_PREFIX}{name}' (it has {sorted(tensors)[:6]})")
-        shape, values = tensors[name]
+            raise TensorMisfit("missing", name)
+        declared, values = tensors[name]
         need = list(tensor.shape)
-        if shape is not None and list(shape) != need:
-            raise UserError(f"{where}.{MODULE_PREFIX}{name} has shape {list(shape)}, the network needs {need}")
+        if declared is not None and list(declared) != need:
+            raise TensorMisfit("declared shape", name, list(declared), need)
         try:
             value = torch.tensor(values, dtype=tensor.dtype)
         except (TypeError, ValueError, RuntimeError) as e:
-            raise UserError(f"{where}.{MODULE_PREFIX}{name}: values are not a numeric array ({e})") from None
+            raise TensorMisfit("not numeric", name, error=e) from None
         if list(value.shape) != need:
-            raise UserError(f"{where}.{MODULE_PREFIX}{name} has shape {list(value.shape)}, the network needs {need}")
+            raise TensorMisfit("shape", name, list(value.shape), need)
+        if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise TensorMisfit("not finite", name)
         new[name] = value
     extra = sorted(set(tensors) - set(state))
     if extra:
-        raise UserError(f"{where} has tensor '{MODULE_PREFIX}{extra[0]}' the network lacks "
-                        f"(another model or config?)")
+        raise TensorMisfit("extra", extra[0])
+    return new
+
+
+def _load_state(model, entry: Any, path: str, key: str) -> None:
+    """Check every tensor of the entry against the network and load them; each misfit is one line."""
+    tensors = expert_tensors(entry, path, key)
+    where = f"load_pre_trained_weights: {path}: {key}"
+    try:
+        new = fitted_state(model.state_dict(), tensors)
+    except TensorMisfit as m:
+        raise UserError(_misfit_message(m, where, tensors)) from None
     model.load_state_dict(new)
+
+
+def _misfit_message(m: TensorMisfit, where: str, tensors: dict[str, Any]) -> str:
+    full = f"{where}.{MODULE_PREFIX}{m.name}"
+    match m.problem:
+        case "missing":
+            return f"{where} lacks tensor '{MODULE_PREFIX}{m.name}' (it has {sorted(tensors)[:6]})"
+        case "declared shape" | "shape":
+            return f"{full} has shape {m.found}, the network needs {m.need}"
+        case "not numeric":
+            return f"{full}: values are not a numeric array ({m.error})"
+        case "extra":
+            return f"{where} has tensor '{MODULE_PREFIX}{m.name}' the network lacks (another model or config?)"
+    return f"{full}: {m.problem}"
 
 
 def check_weights_file(path: str, keys: list[str], configs: dict[str, dict] | None = None) -> None:
     """Fail before training if a pre-trained weights file lacks an expert or does not fit the networks."""
-    import torch
-
     from neuro_trigger import registry
 
     weights = _read_weights(path)
@@ -99,14 +137,12 @@ def check_weights_file(path: str, keys: list[str], configs: dict[str, dict] | No
         if configs is not None:
             c = configs[key]
             model = registry.build_model(c["model"], c["in_size"], c["out_size"], c["act"])
-            _load_state(model, weights[key], path, key, torch)
+            _load_state(model, weights[key], path, key)
 
 
 def load_weights_into(model, path: str, key: str) -> None:
     """Start a network from the weights of one expert in a weights.json (either layout)."""
-    import torch
-
     weights = _read_weights(path)
     if key not in weights:
         raise UserError(f"load_pre_trained_weights: {path} has no weights for {key} (it has {sorted(weights)})")
-    _load_state(model, weights[key], path, key, torch)
+    _load_state(model, weights[key], path, key)

@@ -18,9 +18,13 @@ from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import check_data_files, check_rows, load_data
 from neuro_trigger.errors import UserError
-from neuro_trigger.run import artifacts
+from neuro_trigger.judge.assemble import start_summary
+from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots
+from neuro_trigger.judge.run_size import estimated_run_bytes
+from neuro_trigger.run.files import read_json, write_json
 from neuro_trigger.run.folder import create_run_folder, ensure_writable, write_git_snapshot
 from neuro_trigger.run.status import read_status, status_of
+from neuro_trigger.run.weights import check_weights_file
 from neuro_trigger.runner.console import setup_console, setup_logging, verdict_lines
 from neuro_trigger.runner.finish import finish_run
 from neuro_trigger.runner.local import run_in_process, run_parallel, start_process_server
@@ -92,10 +96,10 @@ def train(
     check_data_files(resolved["global"])
     stores = load_data(resolved["global"], runs_root)
     counts = check_rows(stores, resolved)
-    ensure_writable(root, min_free_mb=_megabytes(artifacts.estimated_run_bytes(stores, resolved)))
+    ensure_writable(root, min_free_mb=_megabytes(estimated_run_bytes(stores, resolved)))
     for key, config_ in resolved["experts"].items():
         if config_.get("load_pre_trained_weights"):
-            artifacts.check_weights_file(config_["load_pre_trained_weights"], [key], resolved["experts"])
+            check_weights_file(config_["load_pre_trained_weights"], [key], resolved["experts"])
     folder = create_run_folder(root, resolved["name"])
     handler = setup_logging(folder)
     try:
@@ -109,10 +113,10 @@ def train(
             resolved["mode"] = "production" if production else "debug"
             resolved["runs_root"] = str(runs_root)
             resolved["launcher"] = {"name": launcher, "slurm": cli_slurm} if launcher == "slurm" else {"name": launcher}
-            artifacts.write_json(folder / "config.json", resolved)
+            write_json(folder / "config.json", resolved)
             git_id = write_git_snapshot(folder, REPO_ROOT)
             log.info("git %s", git_id or "unavailable (see git_id.txt)")
-            artifacts.start_summary(folder, resolved, stores, git_id, description, started)
+            start_summary(folder, resolved, stores, git_id, description, started)
             if launcher == "slurm":
                 return _on_slurm(folder, resolved, stores, list(counts), [], settings, show_progress, detach,
                                  started, verbose)
@@ -149,7 +153,7 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
              submission.get("plots", "none"), submission["tables"], submission["assemble"])
     if detach:
         slurm_launcher.print_detached(folder, submission)
-        return RunResult(folder, artifacts.read_json(folder / "summary.json", "summary.json"), submitted=True)
+        return RunResult(folder, read_json(folder / "summary.json", "summary.json"), submitted=True)
     try:
         summary = slurm_launcher.follow(folder, submission, keys, show)
     except KeyboardInterrupt:
@@ -206,7 +210,7 @@ def _run_and_assemble(folder: Path, resolved: dict, stores: dict[str, ColumnStor
             assembled = run_parallel(folder, resolved, stores, counts, resume_from, show, unplotted, verbose)
         else:
             for key, split in unplotted:
-                artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
+                write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
             run_in_process(folder, list(counts), stores, resume_from, show, verbose)
     except KeyboardInterrupt:
         log.info("interrupted: writing what the finished experts left (predictions, weights, summary)")
@@ -229,8 +233,8 @@ def resume(folder: Path, show_progress: bool = True, verbose: bool = False, laun
     folder = Path(folder).resolve()
     if not (folder / "config.json").is_file() or not (folder / "summary.json").is_file():
         raise UserError(f"--resume {folder}: not a run folder (no config.json / summary.json)")
-    resolved = artifacts.read_json(folder / "config.json", "--resume")
-    summary = artifacts.read_json(folder / "summary.json", "--resume")
+    resolved = read_json(folder / "config.json", "--resume")
+    summary = read_json(folder / "summary.json", "--resume")
     launcher = launcher or resolved.get("launcher", {}).get("name", "local")
     cli_slurm = check_launcher(launcher, slurm, detach, resolved.get("mode") == "production")
     if launcher == "slurm" and not slurm:
@@ -260,14 +264,15 @@ def resume(folder: Path, show_progress: bool = True, verbose: bool = False, laun
 
 def _missing_figures(folder: Path, resolved: dict[str, Any]) -> list[tuple[str, str]]:
     """(expert, split) of finished experts that lack any of their figures (a run stopped while drawing them)."""
-    from neuro_trigger.judge.plots import figure_file, figure_names
+    from neuro_trigger.judge.figure_files import figure_file
+    from neuro_trigger.judge.plots import figure_names
 
     missing = []
     for key, config in resolved["experts"].items():
         if status_of(folder, key) != "finished":
             continue
         files = [figure_file(name) for name in figure_names(config["out_size"])]
-        missing += [(key, split) for split in artifacts.PLOT_SPLITS
+        missing += [(key, split) for split in PLOT_SPLITS
                     if not all((folder / key / "plots" / split / f).is_file() for f in files)]
     return missing
 
@@ -297,7 +302,7 @@ def _resume(folder: Path, resolved: dict[str, Any], summary: dict[str, Any], unp
             raise UserError(f"--resume {folder}: the {split} data files changed since the run started")
     counts = check_rows(stores, resolved)
     todo = {k: n for k, n in counts.items() if status_of(folder, k) != "finished"}
-    ensure_writable(folder, min_free_mb=_megabytes(artifacts.estimated_run_bytes(
+    ensure_writable(folder, min_free_mb=_megabytes(estimated_run_bytes(
         stores, {**resolved, "experts": {k: resolved["experts"][k] for k in todo}})))
     unplotted = [(k, split) for k, split in unplotted if split in stores]
     settings = _check_hardware({**resolved, "experts": {k: resolved["experts"][k] for k in todo}}, launcher,

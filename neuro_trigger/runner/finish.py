@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from neuro_trigger.data.dataset import ColumnStore
-from neuro_trigger.run import artifacts
+from neuro_trigger.judge.assemble import assemble
+from neuro_trigger.run.files import read_json
 from neuro_trigger.run.folder import append_journal
 from neuro_trigger.run.status import now
 
@@ -21,12 +22,12 @@ def finish_run(folder: Path, stores: dict[str, ColumnStore], tables_written: boo
                interrupted: bool = False, assembled: bool = False) -> dict[str, Any]:
     """The run-level files from what the experts left (summary.json, weights.json, predictions, report.html)
     and the run's line in the journal; used after every launcher. `assembled`: a job of the launcher has
-    already written all but report.html (artifacts.assemble)."""
-    resolved = artifacts.read_json(folder / "config.json", "config.json")
+    already written all but report.html (judge.assemble)."""
+    resolved = read_json(folder / "config.json", "config.json")
     if assembled:
-        summary = artifacts.read_json(folder / "summary.json", "summary.json")
+        summary = read_json(folder / "summary.json", "summary.json")
     else:
-        summary = artifacts.assemble(folder, stores, tables_written=tables_written)
+        summary = assemble(folder, stores, tables_written=tables_written)
     _write_report(folder, stores)
     note = " [interrupted]" if interrupted or summary["status"] == "interrupted" else \
         " [failed]" if summary["status"] != "finished" else ""

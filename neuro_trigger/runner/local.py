@@ -23,8 +23,9 @@ from typing import Any
 from neuro_trigger import cpu_cores
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.assemble import assemble
+from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots, write_report_figures
 from neuro_trigger.judge.report import FIGURE_SPLITS
-from neuro_trigger.run import artifacts
 from neuro_trigger.run.status import (
     mark_failed_at_start,
     read_status,
@@ -90,9 +91,9 @@ def _figures_child(folder: Path, key: str, split: str, handle: SharedColumns, ru
         store = ColumnStore.from_shared(handle)
         try:
             if report:
-                artifacts.write_report_figures(folder / key, config, store, split)
+                write_report_figures(folder / key, config, store, split)
             else:
-                artifacts.write_expert_plots(folder / key, config, store, split, report_figures=False)
+                write_expert_plots(folder / key, config, store, split, report_figures=False)
         except Exception:  # noqa: BLE001 - the expert's results stand; its log says what went wrong
             log.error("%s: the %s %sfigures failed:\n%s", key, split, "report " if report else "",
                       traceback.format_exc())
@@ -105,7 +106,7 @@ def _assemble_child(folder: Path, handles: dict[str, SharedColumns], run_pid: in
     with job_process(run_pid):
         job_output(folder, "app.log")
         try:
-            artifacts.assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
+            assemble(folder, {split: ColumnStore.from_shared(h) for split, h in handles.items()})
         except Exception:  # noqa: BLE001 - the parent assembles the folder itself after a failure here
             traceback.print_exc()
             sys.exit(1)
@@ -151,14 +152,14 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                   verbose: bool = False) -> bool:
     """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
     per core) at once; the split data are shared with them, not copied. Returns whether the run's folder was
-    assembled (by a job of its own, once every expert has trained: artifacts.assemble). Experts on a GPU share
+    assembled (by a job of its own, once every expert has trained: judge.assemble). Experts on a GPU share
     it: `workers` of them at once; none of the processes is forked from one that has initialised CUDA."""
     keys = sorted(counts, key=lambda k: -counts[k])
     if not keys and not unplotted:
         return False
     workers = resolved["global"]["workers"]
     # a finished expert's figures: one job per split, and one for report.html's figures
-    figure_jobs = [("plots", split) for split in artifacts.PLOT_SPLITS if split in stores] + \
+    figure_jobs = [("plots", split) for split in PLOT_SPLITS if split in stores] + \
         [("report", split) for split in FIGURE_SPLITS if split in stores]
     # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
     # its figures and ("report", key, split) report.html's; ("assemble",) writes the run's prediction tables,

@@ -30,7 +30,10 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.config.schema import SLURM_KEYS
 from neuro_trigger.data.selection import load_data
 from neuro_trigger.errors import UserError
-from neuro_trigger.run import artifacts
+from neuro_trigger.judge.assemble import refresh_summary
+from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots
+from neuro_trigger.run.files import read_json, write_json
+from neuro_trigger.run.prediction_tables import write_prediction_tables
 from neuro_trigger.run.status import (
     ENDED,
     epochs_in_checkpoint,
@@ -154,13 +157,13 @@ class ExpertJob(submitit.helpers.Checkpointable):
         except KeyboardInterrupt:
             if status_of(folder, key) not in ENDED:
                 update_status(folder, key, status="interrupted", ended=now())
-            artifacts.refresh_summary(folder)
+            refresh_summary(folder)
             raise
         except BaseException as error:
             if not isinstance(error, SystemExit):
                 log.exception("%s failed", key)
                 write_failure(folder, key, error)
-                artifacts.refresh_summary(folder)
+                refresh_summary(folder)
             raise
         return "finished"
 
@@ -175,7 +178,7 @@ def plots_job(folder: str, key: str, splits: list[str]) -> str:
     resolved = json.loads((folder / "config.json").read_text())
     stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     for split in splits:
-        artifacts.write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
+        write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
     return "drawn"
 
 
@@ -185,7 +188,7 @@ def tables_job(folder: str) -> str:
     stop_job_on_signals()
     resolved = json.loads((folder / "config.json").read_text())
     stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-    artifacts.write_prediction_tables(folder, stores)
+    write_prediction_tables(folder, stores)
     (folder / "slurm" / "tables.done").write_text(json.dumps(_finished_experts(folder, resolved)))
     return "written"
 
@@ -250,7 +253,7 @@ def submit(folder: Path, resolved: dict[str, Any], keys: list[str], unplotted: l
         experts.update({key: job.job_id for key, job in zip(group_keys, jobs, strict=True)})
     arrays = sorted({job_id.split("_")[0] for job_id in experts.values()})
     after_experts = ("afterany:" + ":".join(arrays)) if arrays else None
-    plot_jobs: dict[str, list[str]] = {key: list(artifacts.PLOT_SPLITS) for key in keys}
+    plot_jobs: dict[str, list[str]] = {key: list(PLOT_SPLITS) for key in keys}
     for key, split in unplotted:
         plot_jobs.setdefault(key, []).append(split)
     others: dict[str, str] = {}
@@ -269,7 +272,7 @@ def submit(folder: Path, resolved: dict[str, Any], keys: list[str], unplotted: l
     submission = {"experts": experts, **others}
     record = read_jobs(folder)
     record.append(submission)
-    artifacts.write_json(folder / JOBS_FILE, record)
+    write_json(folder / JOBS_FILE, record)
     return submission
 
 
@@ -325,7 +328,7 @@ def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool
                 if message != seen.get(key):
                     view.update(message)
                     seen[key] = message
-            summary = artifacts.read_json(folder / "summary.json", "summary.json")
+            summary = read_json(folder / "summary.json", "summary.json")
             queued = queued_jobs(ids)
             if queued is not None and submission["assemble"] not in queued and summary.get("status") != "running":
                 return summary

@@ -18,7 +18,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from neuro_trigger.judge.plots import figure_to_array, prediction_figures, residual_histograms
+from neuro_trigger.judge.figure_files import figure_to_array
+from neuro_trigger.judge.plots import prediction_figures, residual_histograms
 
 log = logging.getLogger("neuro_trigger")
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
-from neuro_trigger.run import artifacts
+from neuro_trigger.judge.expert_results import write_expert_results
 from neuro_trigger.run.status import epochs_in_checkpoint, now, write_status
+from neuro_trigger.run.weights import load_weights_into
 from neuro_trigger.training.devices import torch_device, trainer_hardware
 from neuro_trigger.training.stopping import process_start_time
 
@@ -42,7 +43,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
     the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
     the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
-    False leaves the figures to artifacts.write_expert_plots (a parallel run draws them in jobs of their own).
+    False leaves the figures to expert_results.write_expert_plots (a parallel run draws them in jobs of their own).
     `verbose` lets Lightning's banners and routine warnings through.
     """
     import lightning as L
@@ -88,7 +89,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
 
         module.set_val_weights(torch.from_numpy(bucket_weights(stores["val"].y[val_rows, 0], config["dist"])))
     if config.get("load_pre_trained_weights"):
-        artifacts.load_weights_into(module.model, config["load_pre_trained_weights"], key)
+        load_weights_into(module.model, config["load_pre_trained_weights"], key)
     first_epoch = epochs_in_checkpoint(Path(resume_from)) if resume_from is not None else 0
     trainer, checkpoint = build_trainer(config, expert_dir, report, threads, first_epoch=first_epoch)
     log.info("%s: network and trainer built", key)
@@ -113,7 +114,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu").float()  # predictions and weights.json in float32 whatever the training precision
-    artifacts.write_expert_results(expert_dir, module, config, stores, plots=plots)
+    write_expert_results(expert_dir, module, config, stores, plots=plots)
     status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
                   monitor=monitored_loss(config),
                   best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
