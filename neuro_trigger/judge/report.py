@@ -333,11 +333,3 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
     note += f" ({without_old:,} rows without an old output left out)." if without_old else "."
     return Table(title, columns, rows, better, note)
 
-
-def __getattr__(name: str) -> Any:
-    # write_run_report lived here until run/run_report.py took it; kept for existing notebooks and scripts
-    if name == "write_run_report":
-        from neuro_trigger.judge import run_report
-
-        return run_report.write_run_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
