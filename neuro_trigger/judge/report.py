@@ -263,15 +263,50 @@ def expert_label(key: str) -> str:
     return key.replace("_", " ")
 
 
-# (column title, path into a NET dict, formatter, which is better: "low", "high" or "zero")
-_PAIRS: list[tuple[str, tuple[str, ...], str]] = [
-    ("z \u03c3 [cm]", ("z", "std"), "low"),
-    ("z 68% half-width [cm]", ("z", "half_width_68"), "low"),
-    ("z bias (mean) [cm]", ("z", "mean"), "zero"),
-    ("efficiency [%]", ("trigger", "efficiency"), "high"),
-    ("background rejection [%]", ("trigger", "rejection"), "high"),
-]
-_THETA_PAIR = ("\u03b8 \u03c3 [deg]", ("theta", "std"), "low")
+@dataclass(frozen=True)
+class Measure:
+    """One number of `metrics.judge`'s output as every report shows it: its column title with the unit, where
+    it sits (`path` into the dict of one network, or of the judge output for the loss ratio), its decimals
+    (a fraction: in percent, 1 decimal, with its binomial error where known), and which value is the better
+    one: "low", "high" or "zero" (nearer zero). The verdict table and a comparison's table both take their
+    columns from here, so that a number reads the same in each."""
+
+    title: str
+    path: tuple[str, ...]
+    better: str
+    decimals: int = 2
+    percent: bool = False
+
+    def value(self, judged: Any) -> float:
+        """The number in `judged` (a network's dict of judge()), NaN where missing."""
+        return as_number(lookup(judged, *self.path))
+
+    def text(self, judged: Any) -> str:
+        """The number in `judged` as the reports write it ('\u2013' where missing)."""
+        if self.percent:
+            return _percent(self.value(judged), lookup(judged, *self.path[:-1], self.path[-1] + "_err"))
+        return _fixed(self.value(judged), self.decimals)
+
+
+MEASURES: dict[str, Measure] = {
+    "z_std": Measure("z \u03c3 [cm]", ("z", "std"), "low"),
+    "z_trimmed_std": Measure("z trimmed \u03c3 [cm]", ("z", "trimmed_std"), "low"),
+    "z_half_width_68": Measure("z 68% half-width [cm]", ("z", "half_width_68"), "low"),
+    "z_mean": Measure("z bias (mean) [cm]", ("z", "mean"), "zero"),
+    "z_median": Measure("z median [cm]", ("z", "median"), "zero"),
+    "theta_std": Measure("\u03b8 \u03c3 [deg]", ("theta", "std"), "low"),
+    "theta_half_width_68": Measure("\u03b8 68% half-width [deg]", ("theta", "half_width_68"), "low"),
+    "efficiency": Measure("efficiency [%]", ("trigger", "efficiency"), "high", percent=True),
+    "rejection": Measure("background rejection [%]", ("trigger", "rejection"), "high", percent=True),
+    "loss_ratio": Measure("loss new / old", ("vs_old", "loss"), "low", decimals=3),  # of the judge output
+}
+VERDICT_PAIRS = ("z_std", "z_half_width_68", "z_mean", "efficiency", "rejection")  # new beside old
+THETA_PAIRS = ("theta_std",)  # where the networks give theta
+
+
+def gives_theta(judged: Any) -> bool:
+    """Whether the new network of a judge() output gives theta (out_size 2)."""
+    return lookup(judged, "new", "theta") is not None
 
 
 def _better(new: float, old: float, rule: str) -> str | None:
@@ -294,29 +329,26 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
     judged = dict(per_expert)
     if overall is not None:
         judged["all experts"] = overall
-    pairs = list(_PAIRS)
-    if any(lookup(j, "new", "theta") is not None for j in judged.values()):
-        pairs.append(_THETA_PAIR)
+    pairs = [MEASURES[key] for key in VERDICT_PAIRS]
+    if any(gives_theta(j) for j in judged.values()):
+        pairs += [MEASURES[key] for key in THETA_PAIRS]
+    loss = MEASURES["loss_ratio"]
     columns = ["expert", "rows"]
-    for name, _, _ in pairs:
-        columns += [f"{name} new", f"{name} old"]
-    columns.append("loss new / old")
+    for m in pairs:
+        columns += [f"{m.title} new", f"{m.title} old"]
+    columns.append(loss.title)
     rows: list[list[Any]] = []
     better: set[tuple[int, int]] = set()
     cuts, without_old = set(), 0
     for i, (key, j) in enumerate(judged.items()):
         row: list[Any] = [expert_label(key), _count(j.get("rows"))]
-        for _name, path, rule in pairs:
-            new, old = as_number(lookup(j, "new", *path)), as_number(lookup(j, "old", *path))
-            if path[0] == "trigger":
-                row += [_percent(new, lookup(j, "new", "trigger", path[1] + "_err")),
-                        _percent(old, lookup(j, "old", "trigger", path[1] + "_err"))]
-            else:
-                row += [_fixed(new), _fixed(old)]
-            winner = _better(new, old, rule)
+        for m in pairs:
+            new, old = lookup(j, "new"), lookup(j, "old")
+            row += [m.text(new), m.text(old)]
+            winner = _better(m.value(new), m.value(old), m.better)
             if winner is not None:
                 better.add((i, len(row) - (2 if winner == "new" else 1)))
-        row.append(_fixed(lookup(j, "vs_old", "loss"), 3))
+        row.append(loss.text(j))
         rows.append(row)
         if j.get("cut_cm") is not None:
             cuts.add(float(j["cut_cm"]))
