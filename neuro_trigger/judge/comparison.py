@@ -40,7 +40,6 @@ from neuro_trigger.judge.compared_runs import (
     seconds_between,
     training_data_id,
 )
-from neuro_trigger.judge.comparison_report import write_comparison
 from neuro_trigger.judge.comparison_table import ComparisonResult, format_table, frame, table_row
 from neuro_trigger.judge.config_diff import config_diff, flatten
 
@@ -88,6 +87,7 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
     flagged "trained on other data" in the table. `out_root` replaces `<repo>/log` (tests).
     """
     from neuro_trigger.data.dataset import load_split
+    from neuro_trigger.judge.comparison_report import write_comparison  # matplotlib: once the arguments are checked
     from neuro_trigger.judge.evaluation import load_networks, predict
     from neuro_trigger.judge.metrics import judge
 
