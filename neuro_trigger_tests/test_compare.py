@@ -173,6 +173,37 @@ def test_files_are_written(runs, compared):
     assert set(metrics["runs"]) == {_label(runs["a"]), _label(runs["b"])}
 
 
+def test_report_shows_the_runs_as_the_verdict_table_does(runs, compared):
+    """report.html's runs side by side: the verdict table's titles, units and digits rather than comparison.csv's
+    column names and raw floats; per expert a row per run and one of the old network; the best run marked."""
+    from neuro_trigger.judge.comparison_report import OLD_NETWORK, runs_table
+    from neuro_trigger.judge.report import MEASURES
+
+    a, b = _label(runs["a"]), _label(runs["b"])
+    table = runs_table(compared)
+    col = {name: i for i, name in enumerate(table.columns)}
+    assert not [c for c in table.columns if "_" in c]
+    for key in ("z_std", "z_trimmed_std", "z_half_width_68", "z_mean", "theta_std", "efficiency", "rejection"):
+        assert MEASURES[key].title in col
+    assert [(r[0], r[1]) for r in table.rows] == [(e, run) for e in ("2", "4", "all") for run in (a, b, OLD_NETWORK)]
+    row = table.rows[4]  # B's expert 4: the numbers of comparison.csv, written as the verdict table writes them
+    csv = compared.table[(compared.table["run"] == b) & (compared.table["expert"] == "4")].iloc[0]
+    judged = compared.metrics[b]["4"]
+    assert row[col["z \u03c3 [cm]"]] == f"{csv['z_std_cm']:.2f}"
+    assert row[col["z trimmed \u03c3 [cm]"]] == f"{csv['z_trimmed_std_cm']:.2f}"
+    assert row[col["loss new / old"]] == f"{csv['loss_vs_old']:.3f}"
+    assert row[col["efficiency [%]"]] == (f"{100 * csv['efficiency']:.1f} \u00b1 "
+                                          f"{100 * judged['new']['trigger']['efficiency_err']:.1f}")
+    old = table.rows[5]
+    assert old[col["z \u03c3 [cm]"]] == f"{csv['old_z_std_cm']:.2f}" and old[col["loss new / old"]] is None
+    # per expert and measure the better of A and B is marked, never the old network
+    z = col["z \u03c3 [cm]"]
+    for first in (0, 3, 6):
+        assert len({(first, z), (first + 1, z)} & table.better) >= 1 and (first + 2, z) not in table.better
+    html = (compared.folder / "report.html").read_text()
+    assert "z_trimmed_std_cm" not in html and "z trimmed \u03c3 [cm]" in html
+
+
 def test_reversed_order_takes_the_other_common_data(runs, compared):
     """B first: B's test split is the common data, A is the one trained on other data."""
     result = compare([runs["b"], runs["a"]], out_root=runs["log"], cut_cm=10.0)

@@ -1,6 +1,8 @@
 """report.html: the self-contained page (sections, escaping, the verdict's marks), the report of a real
 tiny run, a broken input that must not fail a run, and the page in a real headless Chromium: it loads with
-no request leaving the page and none failing, every image decodes, and a screenshot is not blank."""
+no request leaving the page and none failing, every image decodes, a screenshot is not blank, and every
+table fits its section at 1280 px (a comparison's too: with the verdict table's headers), scrolling inside
+its section where the window is narrower."""
 from __future__ import annotations
 
 import base64
@@ -412,9 +414,27 @@ class DevTools:
         os.close(self._out)
 
 
-def load_in_browser(browser: str, page: Path, profile: Path, width: int = 1280, height: int = 1600) -> dict:
+# per table: its section's title, the right edges of the table, of the box it scrolls in and of its section's
+# content (inside border and padding), how that box overflows and the height of its scrollbar (0: none, or one
+# that shows only while scrolling), and the table's headers; and the page's width beside the window's
+LAYOUT = """JSON.stringify({page: [document.documentElement.scrollWidth, window.innerWidth],
+  tables: Array.from(document.querySelectorAll('table'), table => {
+    const section = table.closest('section'), style = getComputedStyle(section), box = table.parentElement;
+    return {section: section.querySelector('h2').textContent, table: table.getBoundingClientRect().right,
+            box: box.getBoundingClientRect().right, overflow: getComputedStyle(box).overflowX,
+            scrollbar: box.offsetHeight - box.clientHeight,
+            edge: section.getBoundingClientRect().right - parseFloat(style.borderRightWidth)
+                  - parseFloat(style.paddingRight),
+            headers: Array.from(table.querySelectorAll('th'), th => th.textContent)};
+  })})"""
+
+
+def load_in_browser(browser: str, page: Path, profile: Path, width: int = 1280, height: int = 1600,
+                    mobile: bool = False) -> dict:
     """Open `page` in headless Chromium: the requests it made, the failed ones, console/log errors, each
-    image's decoded size, and a screenshot of the top `width` x `height` pixels (PNG bytes)."""
+    image's decoded size, where its tables end (`LAYOUT`) at a window `width` px wide, and a screenshot of the
+    top `width` x `height` pixels (PNG bytes). `mobile`: as a phone shows it, with scrollbars that overlay the
+    page and show only while it scrolls (as macOS shows them too), unless a page styles its own."""
     tools = DevTools(browser, profile)
     try:
         target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -422,13 +442,15 @@ def load_in_browser(browser: str, page: Path, profile: Path, width: int = 1280, 
         for domain in ("Page", "Network", "Log", "Runtime"):
             tools.send(f"{domain}.enable", session=session)
         tools.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                          "mobile": False}, session=session)
+                                                          "mobile": mobile}, session=session)
         tools.events.clear()
         tools.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
         tools.wait_for("Page.loadEventFired", timeout=60)
         images = tools.send("Runtime.evaluate", {
             "expression": "JSON.stringify(Array.from(document.images, i => [i.complete, i.naturalWidth,"
                           " i.naturalHeight]))", "returnByValue": True}, session=session)["result"]["value"]
+        layout = tools.send("Runtime.evaluate", {"expression": LAYOUT, "returnByValue": True},
+                            session=session)["result"]["value"]
         shot = tools.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
         events = list(tools.events)
     finally:
@@ -439,6 +461,7 @@ def load_in_browser(browser: str, page: Path, profile: Path, width: int = 1280, 
         "errors": [e["params"] for e in events if e.get("method") == "Log.entryAdded"
                    and e["params"]["entry"]["level"] == "error"],
         "images": json.loads(images),
+        "layout": json.loads(layout),
         "screenshot": base64.b64decode(shot),
     }
 
@@ -457,6 +480,49 @@ def test_report_in_a_real_browser(chromium: str, run_folder: Path, tmp_path: Pat
     shot.load()
     assert shot.size == (1280, 1600) and not_single_colour(shot)
     (tmp_path / "screenshot.png").write_bytes(seen["screenshot"])
+    assert_tables_fit(seen["layout"])
+
+
+def assert_tables_fit(layout: dict) -> None:
+    """Nothing runs past the window, and no table is wider than its section."""
+    assert layout["page"][0] <= layout["page"][1], layout["page"]
+    assert layout["tables"]
+    for t in layout["tables"]:
+        assert t["table"] <= t["edge"] + 0.5, f"{t['section']}: {t['table'] - t['edge']:.0f} px past its section"
+
+
+@pytest.fixture(scope="module")
+def comparison_page(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """report.html of the tiny run compared with a copy of itself, as two runs of a comparison."""
+    from neuro_trigger.judge.comparison import compare
+
+    root = tmp_path_factory.mktemp("report_compare")
+    twin = root / "twin" / "version_7"
+    shutil.copytree(run_folder, twin, ignore=shutil.ignore_patterns("tb", "ckpts", "plots", "*.csv", "mean_expert"))
+    return compare([run_folder, twin], out_root=root / "log").folder / "report.html"
+
+
+def test_comparison_report_in_a_real_browser(chromium: str, comparison_page: Path, tmp_path: Path) -> None:
+    """At 1280 px every table of a comparison fits its section, the runs' table with the verdict table's
+    headers and units; in a narrow window a table scrolls inside its section rather than off the page, with a
+    scrollbar in sight even where scrollbars only show while scrolling."""
+    seen = load_in_browser(chromium, comparison_page, tmp_path / "profile")
+    assert seen["failed"] == [] and seen["errors"] == []
+    assert_tables_fit(seen["layout"])
+    side_by_side = next(t for t in seen["layout"]["tables"] if t["section"] == "Runs side by side")
+    headers = side_by_side["headers"]
+    for human in ("z \u03c3 [cm]", "z 68% half-width [cm]", "z bias (mean) [cm]", "efficiency [%]",
+                  "background rejection [%]", "loss new / old"):
+        assert human in headers, headers
+    assert not [h for h in headers if "_" in h], headers  # no column names of comparison.csv
+
+    narrow = load_in_browser(chromium, comparison_page, tmp_path / "profile", width=720, height=900, mobile=True)
+    assert narrow["layout"]["page"][0] <= 720, "the page scrolls sideways"
+    for t in narrow["layout"]["tables"]:
+        assert t["box"] <= t["edge"] + 0.5, t
+        if t["table"] > t["edge"] + 0.5:  # too wide for this window: it scrolls, with a scrollbar always shown
+            assert t["overflow"] == "auto" and t["scrollbar"] > 0, t
+    assert any(t["table"] > t["edge"] for t in narrow["layout"]["tables"])  # one that does scroll
 
 
 def test_browser_sees_a_request_an_outside_reference_would_make(chromium: str, tmp_path: Path) -> None:

@@ -3,17 +3,21 @@ comparison's) verdict, figures, config and provenance.
 
 Self-contained because the machines these runs live on are often offline: every figure is embedded as
 a base64 PNG, the style sheet is inline, there are no scripts, and a Content-Security-Policy forbids
-the browser to fetch anything at all. Every text that comes from a user (config values, descriptions,
-paths, captions) is HTML-escaped.
+the browser to fetch anything at all.
+
+The markup is in Jinja2 templates (judge/templates/: the page, one macro per kind of section, the style
+sheet) that escape every value put into them, so every text that comes from a user (config values,
+descriptions, paths, captions) is HTML-escaped without a call at each place it goes in. This module
+prepares what each template is given.
 
 `write_report` writes a page from a list of sections (`Table`, `Figures`, `KeyValues`, `Text`, `Code`);
 `verdict_table` turns `metrics.judge` outputs into the table at the top of every report;
-`run/run_report.py` builds the report of a training run's folder with these.
+`judge/run_report.py` builds the report of a training run's folder with these.
 """
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import json
 import logging
 import math
@@ -23,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -38,6 +43,8 @@ REPORT_FILE = "report.html"
 VERDICT_SPLITS = ("test", "val")  # the held-out split first
 FIGURE_SPLITS = ("test",)  # the val split has its verdict table only: its figures would double the drawing time
 FIGURE_DPI = 90  # 576 x 432 px: sharp in the page's two columns, and 20% fewer bytes than 100 dpi
+TEMPLATES = "templates"  # judge/templates/: the page, its sections and its style sheet
+PAGE_TEMPLATE = "report.html"
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -88,52 +95,12 @@ Section = Table | Figures | KeyValues | Text | Code
 
 
 # ---------------------------------------------------------------------------------------------- rendering
-_CSS = """
-:root { color-scheme: light; }
-body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; margin: 0; background: #f4f5f7;
-       color: #1d2330; line-height: 1.45; }
-main { max-width: 1240px; margin: 0 auto; padding: 24px 20px 48px; }
-h1 { font-size: 1.7em; margin: 0 0 4px; }
-.generated { color: #5a6273; margin: 0 0 14px; font-size: 0.92em; }
-nav { font-size: 0.9em; margin-bottom: 18px; display: flex; flex-wrap: wrap; gap: 4px 16px; }
-nav a { color: #24508f; text-decoration: none; white-space: nowrap; }
-nav a:hover { text-decoration: underline; }
-section { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: 14px 18px 16px;
-          margin: 0 0 18px; }
-h2 { font-size: 1.25em; margin: 0 0 10px; border-bottom: 2px solid #e3e7ee; padding-bottom: 4px; }
-table { border-collapse: collapse; font-size: 0.84em; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d5dae3; padding: 3px 6px; text-align: right; }
-td { white-space: nowrap; }
-th.text, td.text { text-align: left; }
-td.text { white-space: normal; min-width: 6em; }
-th { background: #eef1f6; vertical-align: bottom; }
-th.group { text-align: center; border-left: 2px solid #aab3c2; }
-th.first, td.first { border-left: 2px solid #aab3c2; }
-th.sub, th.first { font-weight: 500; text-align: right; }
-thead tr:first-child th:first-child, td:first-child { text-align: left; font-weight: 600; }
-tbody tr:nth-child(even) td { background: #f8f9fb; }
-td.better, tbody tr:nth-child(even) td.better { background: #e3f4e1; font-weight: 700; }
-.mark { color: #1b6e20; margin-left: 3px; }
-.note { color: #4a5263; font-size: 0.88em; margin: 8px 0 0; }
-.wide { overflow-x: auto; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px; }
-figure { margin: 0; }
-figure img { width: 100%; height: auto; border: 1px solid #e3e7ee; }
-figcaption { font-size: 0.85em; color: #4a5263; text-align: center; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 3px 16px; margin: 0; font-size: 0.92em; }
-dt { font-weight: 600; }
-dd { margin: 0; word-break: break-all; }
-pre { background: #f6f8fa; border: 1px solid #e3e7ee; padding: 10px; overflow-x: auto; font-size: 0.84em;
-      margin: 0; }
-p { margin: 0 0 8px; }
-"""
-
-# nothing may be fetched: no scripts, styles only inline, images only data: URIs
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The page's templates (judge/templates/), every value put into them HTML-escaped: an unescaped value
+    would have to be marked so in a template, where it shows."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("neuro_trigger.judge", TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def format_value(value: Any) -> str:
@@ -188,95 +155,67 @@ def _text_columns(t: Table) -> set[int]:
             if any(isinstance(row[j], str) and not _NUMERIC_TEXT.match(row[j]) for row in t.rows if j < len(row))}
 
 
-def _table_head(columns: list[str], text: set[int]) -> str:
-    """One header row, or two where columns come in new/old pairs (the pair's name spanning both)."""
-    groups = _column_groups(columns)
-    if all(not subs for _, subs in groups):
-        cells = (f'<th class="text">{_esc(c)}</th>' if j in text else f"<th>{_esc(c)}</th>"
-                 for j, c in enumerate(columns))
-        return "<tr>" + "".join(cells) + "</tr>"
-    top = "".join(f'<th colspan="{len(subs)}" class="group">{_esc(name)}</th>' if subs
-                  else f'<th rowspan="2">{_esc(name)}</th>' for name, subs in groups)
-    sub = "".join(f'<th class="{"first" if k == 0 else "sub"}">{_esc(s)}</th>'
-                  for _, subs in groups for k, s in enumerate(subs))
-    return f"<tr>{top}</tr><tr>{sub}</tr>"
+@dataclass
+class _Cell:
+    text: str
+    classes: str
+    better: bool
 
 
-def _render_table(t: Table) -> str:
-    firsts = set()  # the first column of each new/old pair: a rule on its left separates the pairs
-    j = 0
-    for _, subs in _column_groups(t.columns):
+def _table_view(t: Table) -> dict[str, Any]:
+    """What sections.html's table needs: one header row, or two where columns come in new/old pairs (the
+    pair's name spanning both, a rule on the left of each pair), and each cell's text and classes."""
+    groups = _column_groups(t.columns)
+    firsts, j = set(), 0
+    for _, subs in groups:
         if subs:
             firsts.add(j)
         j += max(1, len(subs))
     text_columns = _text_columns(t)
-    head = _table_head(t.columns, text_columns)
-    body = []
+    rows = []
     for i, row in enumerate(t.rows):
         cells = []
         for j, value in enumerate(row):
-            text = _esc(format_value(value))
             classes = " ".join(c for c, on in (("first", j in firsts), ("text", j in text_columns),
                                                ("better", (i, j) in t.better)) if on)
-            attr = f' class="{classes}"' if classes else ""
-            mark = f'<span class="mark" aria-label="better">{BETTER_MARK}</span>' if (i, j) in t.better else ""
-            cells.append(f"<td{attr}>{text}{mark}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    note = f'<p class="note">{_esc(t.note)}</p>' if t.note else ""
-    return (f'<div class="wide"><table><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
-            f"{note}")
+            cells.append(_Cell(format_value(value), classes, (i, j) in t.better))
+        rows.append(cells)
+    return {"columns": t.columns, "groups": groups, "paired": any(subs for _, subs in groups),
+            "text_columns": text_columns, "rows": rows, "note": t.note, "mark": BETTER_MARK}
 
 
-def _render_figures(f: Figures) -> str:
-    if not f.figures:
-        return '<p class="note">no figures</p>'
-    items = []
-    for caption, figure in f.figures.items():
-        data = base64.b64encode(png_bytes(figure)).decode("ascii")
-        items.append(f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(caption)}">'
-                     f"<figcaption>{_esc(caption)}</figcaption></figure>")
-    return '<div class="grid">' + "".join(items) + "</div>"
+def _figures_view(f: Figures) -> dict[str, Any]:
+    return {"figures": [(caption, "data:image/png;base64," + base64.b64encode(png_bytes(figure)).decode("ascii"))
+                        for caption, figure in f.figures.items()]}
 
 
-def _render_key_values(k: KeyValues) -> str:
-    rows = "".join(f"<dt>{_esc(key)}</dt><dd>{_esc(format_value(value))}</dd>" for key, value in k.items.items())
-    return f"<dl>{rows}</dl>"
+def _key_values_view(k: KeyValues) -> dict[str, Any]:
+    return {"entries": [(key, format_value(value)) for key, value in k.items.items()]}
 
 
-def _render_text(t: Text) -> str:
-    paragraphs = [p.strip() for p in t.text.split("\n\n") if p.strip()]
-    return "".join(f"<p>{_esc(p)}</p>" for p in paragraphs)
+def _text_view(t: Text) -> dict[str, Any]:
+    return {"paragraphs": [p.strip() for p in t.text.split("\n\n") if p.strip()]}
 
 
-def _render_code(c: Code) -> str:
-    return f"<pre><code>{_esc(c.text)}</code></pre>"
+def _code_view(c: Code) -> dict[str, Any]:
+    return {"text": c.text}
 
 
-_RENDERERS = {Table: _render_table, Figures: _render_figures, KeyValues: _render_key_values, Text: _render_text,
-              Code: _render_code}
+# each section type: the macro of sections.html that draws it, and what that macro is given
+_VIEWS = {Table: ("table", _table_view), Figures: ("figures", _figures_view),
+          KeyValues: ("key_values", _key_values_view), Text: ("text", _text_view), Code: ("code", _code_view)}
 
 
 def render_report(title: str, sections: list[Section]) -> str:
     """The page as a string (see `write_report`)."""
-    parts, links = [], []
+    drawn = []
     for i, section in enumerate(sections):
-        render = _RENDERERS.get(type(section))
-        if render is None:
+        if type(section) not in _VIEWS:
             raise TypeError(f"not a report section: {type(section).__name__}")
-        anchor = f"s{i}"
-        links.append(f'<a href="#{anchor}">{_esc(section.title)}</a>')
-        parts.append(f'<section id="{anchor}"><h2>{_esc(section.title)}</h2>{render(section)}</section>')
+        kind, view = _VIEWS[type(section)]
+        drawn.append({"anchor": f"s{i}", "title": section.title, "kind": kind, "view": view(section)})
     generated = datetime.now().astimezone().isoformat(timespec="seconds")
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n"
-        f"<body><main><h1>{_esc(title)}</h1>"
-        f'<p class="generated">report written {_esc(generated)} by neuro_trigger</p>'
-        f"<nav>{''.join(links)}</nav>\n" + "\n".join(parts) + "\n</main></body></html>\n"
-    )
+    return _templates().get_template(PAGE_TEMPLATE).render(title=title, generated=generated, sections=drawn)
 
 
 def write_report(path: Path, title: str, sections: list[Section]) -> Path:
@@ -324,15 +263,50 @@ def expert_label(key: str) -> str:
     return key.replace("_", " ")
 
 
-# (column title, path into a NET dict, formatter, which is better: "low", "high" or "zero")
-_PAIRS: list[tuple[str, tuple[str, ...], str]] = [
-    ("z \u03c3 [cm]", ("z", "std"), "low"),
-    ("z 68% half-width [cm]", ("z", "half_width_68"), "low"),
-    ("z bias (mean) [cm]", ("z", "mean"), "zero"),
-    ("efficiency [%]", ("trigger", "efficiency"), "high"),
-    ("background rejection [%]", ("trigger", "rejection"), "high"),
-]
-_THETA_PAIR = ("\u03b8 \u03c3 [deg]", ("theta", "std"), "low")
+@dataclass(frozen=True)
+class Measure:
+    """One number of `metrics.judge`'s output as every report shows it: its column title with the unit, where
+    it sits (`path` into the dict of one network, or of the judge output for the loss ratio), its decimals
+    (a fraction: in percent, 1 decimal, with its binomial error where known), and which value is the better
+    one: "low", "high" or "zero" (nearer zero). The verdict table and a comparison's table both take their
+    columns from here, so that a number reads the same in each."""
+
+    title: str
+    path: tuple[str, ...]
+    better: str
+    decimals: int = 2
+    percent: bool = False
+
+    def value(self, judged: Any) -> float:
+        """The number in `judged` (a network's dict of judge()), NaN where missing."""
+        return as_number(lookup(judged, *self.path))
+
+    def text(self, judged: Any) -> str:
+        """The number in `judged` as the reports write it ('\u2013' where missing)."""
+        if self.percent:
+            return _percent(self.value(judged), lookup(judged, *self.path[:-1], self.path[-1] + "_err"))
+        return _fixed(self.value(judged), self.decimals)
+
+
+MEASURES: dict[str, Measure] = {
+    "z_std": Measure("z \u03c3 [cm]", ("z", "std"), "low"),
+    "z_trimmed_std": Measure("z trimmed \u03c3 [cm]", ("z", "trimmed_std"), "low"),
+    "z_half_width_68": Measure("z 68% half-width [cm]", ("z", "half_width_68"), "low"),
+    "z_mean": Measure("z bias (mean) [cm]", ("z", "mean"), "zero"),
+    "z_median": Measure("z median [cm]", ("z", "median"), "zero"),
+    "theta_std": Measure("\u03b8 \u03c3 [deg]", ("theta", "std"), "low"),
+    "theta_half_width_68": Measure("\u03b8 68% half-width [deg]", ("theta", "half_width_68"), "low"),
+    "efficiency": Measure("efficiency [%]", ("trigger", "efficiency"), "high", percent=True),
+    "rejection": Measure("background rejection [%]", ("trigger", "rejection"), "high", percent=True),
+    "loss_ratio": Measure("loss new / old", ("vs_old", "loss"), "low", decimals=3),  # of the judge output
+}
+VERDICT_PAIRS = ("z_std", "z_half_width_68", "z_mean", "efficiency", "rejection")  # new beside old
+THETA_PAIRS = ("theta_std",)  # where the networks give theta
+
+
+def gives_theta(judged: Any) -> bool:
+    """Whether the new network of a judge() output gives theta (out_size 2)."""
+    return lookup(judged, "new", "theta") is not None
 
 
 def _better(new: float, old: float, rule: str) -> str | None:
@@ -355,29 +329,26 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
     judged = dict(per_expert)
     if overall is not None:
         judged["all experts"] = overall
-    pairs = list(_PAIRS)
-    if any(lookup(j, "new", "theta") is not None for j in judged.values()):
-        pairs.append(_THETA_PAIR)
+    pairs = [MEASURES[key] for key in VERDICT_PAIRS]
+    if any(gives_theta(j) for j in judged.values()):
+        pairs += [MEASURES[key] for key in THETA_PAIRS]
+    loss = MEASURES["loss_ratio"]
     columns = ["expert", "rows"]
-    for name, _, _ in pairs:
-        columns += [f"{name} new", f"{name} old"]
-    columns.append("loss new / old")
+    for m in pairs:
+        columns += [f"{m.title} new", f"{m.title} old"]
+    columns.append(loss.title)
     rows: list[list[Any]] = []
     better: set[tuple[int, int]] = set()
     cuts, without_old = set(), 0
     for i, (key, j) in enumerate(judged.items()):
         row: list[Any] = [expert_label(key), _count(j.get("rows"))]
-        for _name, path, rule in pairs:
-            new, old = as_number(lookup(j, "new", *path)), as_number(lookup(j, "old", *path))
-            if path[0] == "trigger":
-                row += [_percent(new, lookup(j, "new", "trigger", path[1] + "_err")),
-                        _percent(old, lookup(j, "old", "trigger", path[1] + "_err"))]
-            else:
-                row += [_fixed(new), _fixed(old)]
-            winner = _better(new, old, rule)
+        for m in pairs:
+            new, old = lookup(j, "new"), lookup(j, "old")
+            row += [m.text(new), m.text(old)]
+            winner = _better(m.value(new), m.value(old), m.better)
             if winner is not None:
                 better.add((i, len(row) - (2 if winner == "new" else 1)))
-        row.append(_fixed(lookup(j, "vs_old", "loss"), 3))
+        row.append(loss.text(j))
         rows.append(row)
         if j.get("cut_cm") is not None:
             cuts.add(float(j["cut_cm"]))
@@ -394,11 +365,3 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
     note += f" ({without_old:,} rows without an old output left out)." if without_old else "."
     return Table(title, columns, rows, better, note)
 
-
-def __getattr__(name: str) -> Any:
-    # write_run_report lived here until run/run_report.py took it; kept for existing notebooks and scripts
-    if name == "write_run_report":
-        from neuro_trigger.judge import run_report
-
-        return run_report.write_run_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
