@@ -75,11 +75,11 @@ def common_paths(first: Path, first_label: str, split: str, data: list[str | Pat
         raise UserError(f"no common data: the first run {first_label} names no {split} files in its config.json; "
                         f"give the data with --data FILE ...")
     paths = [p if p.is_absolute() else REPO_ROOT / p for p in map(Path, items)]
-    from neuro_trigger.data import toy_mc
+    from neuro_trigger.data.toy import default_set
 
-    toy_dir = toy_mc.DEFAULT_DIR.resolve()
-    if any(p.resolve().parent == toy_dir for p in paths) and not toy_mc.default_dataset_current():
-        toy_mc.ensure_default_dataset()  # the embedded default data set, generated on first use as training does
+    toy_dir = default_set.DEFAULT_DIR.resolve()
+    if any(p.resolve().parent == toy_dir for p in paths) and not default_set.default_dataset_current():
+        default_set.ensure_default_dataset()  # the embedded default data set, generated on first use as training does
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise UserError(f"no common data: the {split} files of the first run {first_label} are missing "
