@@ -69,7 +69,8 @@ class Trainbench:
     def __init__(self, data: dict[str, list[str]], stores: dict[str, Any], tmp: Path) -> None:
         import torch
 
-        from neuro_trigger.training.experts import expert_rows, threads_per_expert
+        from neuro_trigger.data.selection import expert_rows
+        from neuro_trigger.runner.local import threads_per_expert
 
         self.last_trainer: Any = None
         self.data, self.stores, self.tmp = data, stores, tmp

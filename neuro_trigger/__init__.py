@@ -1,4 +1,5 @@
 """NeuroTrigger expert trainer: the Belle II level-1 neural z-vertex trigger, one network per expert."""
+import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -38,6 +39,18 @@ def matplotlib_folder() -> None:
         own = Path(tempfile.gettempdir()) / f"nt_matplotlib_{os.getuid()}"
         if _writable_folder(own) and not own.is_symlink() and own.stat().st_uid == os.getuid():
             os.environ["MPLCONFIGDIR"] = str(own)
+
+
+def moved_names(module: str, moved: dict[str, str]):
+    """The `__getattr__` of a module whose names moved elsewhere: each is imported from its new module when first
+    asked for, so notebooks written against an old import path go on working, with no second copy of the code."""
+
+    def __getattr__(name: str):
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__
 
 
 matplotlib_folder()

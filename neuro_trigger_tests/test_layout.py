@@ -118,3 +118,18 @@ def test_the_checks_find_a_circle_and_an_upward_import(tmp_path: Path) -> None:
         "neuro_trigger.run.a", "neuro_trigger.run.b", "neuro_trigger.run.c", "neuro_trigger.errors"}
     assert upward_imports({"neuro_trigger.errors": {"neuro_trigger.run.c"}}) == [
         "neuro_trigger.errors (base) imports neuro_trigger.run.c (run)"]
+
+
+def test_notebooks_old_import_paths_reach_the_one_copy_of_the_code() -> None:
+    """`train`, `resume`, `evaluate` and `compare` from where notebooks imported them before the layout step."""
+    from neuro_trigger.judge.comparison import compare
+    from neuro_trigger.judge.evaluation import evaluate
+    from neuro_trigger.run import comparison as old_comparison
+    from neuro_trigger.run import evaluation as old_evaluation
+    from neuro_trigger.runner.api import resume, train
+    from neuro_trigger.training import experts as old_experts
+
+    assert old_evaluation.evaluate is evaluate and old_comparison.compare is compare
+    assert old_experts.train is train and old_experts.resume is resume
+    with pytest.raises(AttributeError):
+        old_experts.run_expert  # noqa: B018 - only what a notebook calls is forwarded

@@ -19,7 +19,7 @@ from neuro_trigger import REPO_ROOT
 from neuro_trigger.data.neuroresults.writer import write_table
 from neuro_trigger.data.toy.generator import generate
 from neuro_trigger.main import main
-from neuro_trigger.runner import local as experts
+from neuro_trigger.runner import processes
 from neuro_trigger.runner.api import resume, train
 from neuro_trigger.training.stopping import RunLock, Stopped, exit_code, process_start_time, stop_on_signals
 from neuro_trigger_tests._job_probe import project_modules
@@ -168,8 +168,8 @@ def test_job_processes_import_this_project_from_disk_and_inherit_the_libraries_f
     """The fork server preloads only libraries (and runner.preloaded, which freezes them): a job imports this
     project's modules from the files as they are when it starts, so a notebook that changed a module runs the
     changed code; the libraries' objects are out of the job's garbage collections."""
-    experts.start_process_server()
-    ctx = experts.process_context()
+    processes.start_process_server()
+    ctx = processes.process_context()
     queue = ctx.Queue()
     proc = ctx.Process(target=project_modules, args=(queue,))
     proc.start()
@@ -187,12 +187,12 @@ def test_stopping_the_process_server_ends_it_at_once():
 
     from neuro_trigger.training.stopping import process_alive
 
-    experts.start_process_server()
+    processes.start_process_server()
     pid = forkserver._forkserver._forkserver_pid
     assert pid is not None and process_alive(pid)
-    experts.stop_process_server()
+    processes.stop_process_server()
     assert not process_alive(pid)
-    experts.start_process_server()  # later runs in this process start a new one
+    processes.start_process_server()  # later runs in this process start a new one
     assert process_alive(forkserver._forkserver._forkserver_pid)
 
 

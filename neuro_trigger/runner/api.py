@@ -27,8 +27,9 @@ from neuro_trigger.run.status import read_status, status_of
 from neuro_trigger.run.weights import check_weights_file
 from neuro_trigger.runner.console import setup_console, setup_logging, verdict_lines
 from neuro_trigger.runner.finish import finish_run
-from neuro_trigger.runner.local import run_in_process, run_parallel, start_process_server
+from neuro_trigger.runner.local import run_in_process, run_parallel
 from neuro_trigger.runner.options import check_launcher
+from neuro_trigger.runner.processes import start_process_server
 from neuro_trigger.training.devices import check_hardware
 from neuro_trigger.training.stopping import RunLock, process_alive, stop_on_signals
 

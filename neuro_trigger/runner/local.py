@@ -35,12 +35,7 @@ from neuro_trigger.run.status import (
     write_status,
 )
 from neuro_trigger.runner.console import ProgressView, expert_key
-from neuro_trigger.runner.processes import (  # noqa: F401 - also runner.local.*
-    PRELOAD,
-    process_context,
-    start_process_server,
-    stop_process_server,
-)
+from neuro_trigger.runner.processes import process_context
 from neuro_trigger.runner.stalls import StallWatch, mark_stalled
 from neuro_trigger.training.devices import gpu_count, torch_device
 from neuro_trigger.training.expert import expert_logging, run_expert
