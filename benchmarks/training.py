@@ -112,10 +112,10 @@ class Trainbench:
         L.seed_everything(config["seed"], workers=True, verbose=False)
         device = torch.device("cpu")
         if per_sample:
-            train_batches = self._per_sample_loader(batch_size, config["seed"])
+            train_batches = self._per_sample_loader(batch_size, config["seed"], config["drop_last"])
         else:
             train_batches = TrainBatches(self.x, self.y, train_rows, config["batch_size"], config["seed"],
-                                         config["dist"], device)
+                                         config["dist"], device, drop_last=config["drop_last"])
         module = ExpertModule(config)
         expert_dir = Path(tempfile.mkdtemp(prefix="expert_", dir=self.tmp))
         trainer, _ = build_trainer(config, expert_dir, None)
@@ -128,10 +128,9 @@ class Trainbench:
             fit_expert(trainer, module, train_batches, EvalBatches(*self.val, val_rows, device))
         shutil.rmtree(expert_dir, ignore_errors=True)
         self.last_trainer = trainer
-        b = min(batch_size, len(train_rows))
-        return Epochs(timer.whole()[1:], timer.training()[1:], len(train_rows) // b * b)
+        return Epochs(timer.whole()[1:], timer.training()[1:], trained_rows(len(train_rows), batch_size, config))
 
-    def _per_sample_loader(self, batch_size: int, seed: int) -> Any:
+    def _per_sample_loader(self, batch_size: int, seed: int, drop_last: bool) -> Any:
         """Reference batch source: a map-style Dataset of single rows, a DataLoader collating batches."""
         import torch
         from torch.utils.data import DataLoader, Dataset
@@ -151,7 +150,7 @@ class Trainbench:
             xs, ys = default_collate(items)
             return xs.unsqueeze(0), ys.unsqueeze(0)  # a chunk of one mini-batch, the module's input form
 
-        return DataLoader(Rows(), batch_size=min(batch_size, len(rows)), shuffle=True, drop_last=True,
+        return DataLoader(Rows(), batch_size=min(batch_size, len(rows)), shuffle=True, drop_last=drop_last,
                           collate_fn=collate, generator=torch.Generator().manual_seed(seed))
 
     def _per_sample_val_loader(self, batch_size: int) -> Any:
@@ -178,6 +177,12 @@ class Trainbench:
                         measured)
 
 
+def trained_rows(rows: int, batch_size: int, c: dict[str, Any]) -> int:
+    """Rows an epoch trains on: all of them, or with the config's `drop_last` only whole mini-batches."""
+    b = min(batch_size, rows)
+    return rows // b * b if c["drop_last"] else rows
+
+
 def raw_loop(c: dict[str, Any], train: tuple[Any, Any], train_rows: Any, val: tuple[Any, Any], val_rows: Any,
              warmup: int, measured: int) -> Epochs:
     """Plain PyTorch: the expert config `c`'s network, loss, optimiser and batch size on the given rows of the
@@ -200,13 +205,16 @@ def raw_loop(c: dict[str, Any], train: tuple[Any, Any], train_rows: Any, val: tu
     generator = torch.Generator().manual_seed(c["seed"])
     n = len(index)
     b = min(c["batch_size"], n)
-    usable = n // b * b
+    usable = trained_rows(n, b, c)
+    stops = list(range(b, usable + 1, b))  # the mini-batches' ends, as TrainBatches cuts them
+    if usable % b:  # the last partial mini-batch; a single row left over joins the one before
+        stops[-1:] = [usable] if usable % b == 1 else [stops[-1], usable]
     whole, training = [], []
     for epoch in range(warmup + measured):
         start = time.perf_counter()
         perm = torch.randperm(n, generator=generator)
-        for s in range(0, usable, b):
-            batch = perm[s:s + b]
+        for s, e in zip([0, *stops[:-1]], stops, strict=True):
+            batch = perm[s:e]
             loss = loss_fn(model(xe[batch]), ye[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -20,6 +20,7 @@ configs = {
         "description": "Every default; other configs extend it.",
         "learning_rate": 1e-3,
         "batch_size": 2048,
+        "drop_last": False,  # True: skip each epoch's last partial mini-batch
         "weight_decay": 1e-6,
         "in_size": 27,
         "out_size": 2,

@@ -140,12 +140,12 @@ def test_checkpoints_are_written_at_save_points_not_every_epoch(tmp_path: Path, 
     restored = ExpertModule.load_from_checkpoint(tmp_path / "ckpts" / f"best-epoch={best_epoch}.ckpt")
     assert restored.config == config
     last = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=False)
-    assert last["epoch"] == 6 and last["global_step"] == 7 * (N_TRAIN // BATCH)
+    assert last["epoch"] == 6 and last["global_step"] == 7 * -(-N_TRAIN // BATCH)
     state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint{"))  # the old key
     assert Path(state["best_model_path"]).name == f"best-epoch={best_epoch}.ckpt"
 
 
-@pytest.mark.parametrize("at", [7, 18], ids=["chunk 2 of epoch 1", "chunk 3 of epoch 3"])
+@pytest.mark.parametrize("at", [8, 21], ids=["chunk 2 of epoch 1", "chunk 3 of epoch 3"])
 @pytest.mark.parametrize("snapshot_every", [0.0, 1e9], ids=["snapshot every epoch", "one snapshot"])
 def test_an_interruption_leaves_an_end_of_epoch_state_and_resume_loses_nothing(tmp_path: Path, at: int,
                                                                                snapshot_every: float,
@@ -155,12 +155,13 @@ def test_an_interruption_leaves_an_end_of_epoch_state_and_resume_loses_nothing(t
     epoch."""
     from neuro_trigger.training import batches as batches_module
 
-    monkeypatch.setattr(batches_module, "SAMPLES_PER_CHUNK", 4 * BATCH)  # chunks of 4 mini-batches: 5 per epoch
-    steps_per_epoch = N_TRAIN // BATCH  # 18
+    # chunks of 4 mini-batches: 5 per epoch, and the last mini-batch of 48 rows: 6 Lightning batches
+    monkeypatch.setattr(batches_module, "SAMPLES_PER_CHUNK", 4 * BATCH)
+    steps_per_epoch = -(-N_TRAIN // BATCH)  # 19
     config = expert_config(5)
     trainer, _ = fit(tmp_path, config, callbacks=(Interrupt(at),), snapshot_every=snapshot_every)
     interrupted_after = trainer.current_epoch
-    assert trainer.interrupted and interrupted_after == (at - 1) // 5
+    assert trainer.interrupted and interrupted_after == (at - 1) // 6
     # the save point of epoch 0, then a snapshot at every epoch's end, or only at epoch 1's
     saved = interrupted_after if snapshot_every == 0.0 else min(interrupted_after, 2)
     assert trainer.checkpoint_callback.saved_epochs == saved

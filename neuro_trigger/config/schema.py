@@ -194,6 +194,10 @@ SCHEMA: dict[str, Key] = {
     "description": Key((str,), "what this config is for", default=""),
     "learning_rate": Key(NUMBER, "optimiser learning rate", POSITIVE, default=1e-3),
     "batch_size": Key((int,), "training batch size", Bound(1), default=2048),
+    "drop_last": Key((bool,), "leave out each epoch's last mini-batch when it has fewer than `batch_size` rows: "
+                     "every optimiser step on `batch_size` rows, up to `batch_size` - 1 rows unused per epoch; False: "
+                     "train on it too, its loss a mean over its rows, as the original trainer (a last batch of one row "
+                     "joins the one before)", default=False),
     "weight_decay": Key(NUMBER, "L2 weight decay (Adam, AdamW, SGD)", Bound(0), default=1e-6),
     "in_size": Key((int,), "number of network inputs", lambda v: None if v == 27 else "must be 27", default=27,
                    limits="27"),

@@ -185,8 +185,10 @@ def warn_few_steps(resolved: dict[str, Any], counts: dict[str, int]) -> None:
     """One warning per expert whose training rows give fewer than MIN_STEPS_PER_EPOCH optimiser steps per
     epoch at its batch size (at 2048, a small real sample trains one step per epoch)."""
     for key, rows in counts.items():
-        batch = resolved["experts"][key]["batch_size"]
-        steps = rows // min(batch, rows)
+        config = resolved["experts"][key]
+        batch = config["batch_size"]
+        whole, left = divmod(rows, min(batch, rows))
+        steps = whole + (left > 1 and not config.get("drop_last", True))  # as training.batches.TrainBatches takes them
         if steps < MIN_STEPS_PER_EPOCH:
             log.warning("%s: %d training rows at batch_size %d give %d optimiser step(s) per epoch (fewer than "
                         "%d): the network will hardly train; lower batch_size (e.g. -m %s.batch_size=%d)", key,

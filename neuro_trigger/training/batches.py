@@ -40,18 +40,28 @@ def device_columns(x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, device: t
 class TrainBatches:
     """One epoch of training chunks for one expert: a shuffled permutation, or the reweighted sampler.
 
-    Iterating yields (x, y) of shape (K, B, in) and (K, B, out); the last chunk may hold fewer
-    mini-batches and its last mini-batch fewer rows, which are then dropped from that chunk (as
-    `drop_last` would): at most B-1 rows of the epoch are skipped, a different set each epoch.
+    Iterating yields (x, y) of shape (K, B, in) and (K, B, out), whole mini-batches of B rows (the last
+    chunk may hold fewer of them). When the epoch's rows are not a multiple of B, the R < B rows left
+    over come after the chunks as one more item of shape (1, R, in): the epoch's last mini-batch, one
+    more optimiser step, its loss a mean over its rows, as a DataLoader with drop_last=False gives it.
+    A single row left over joins the mini-batch before it instead (1 x (B+1) rows): BatchNorm cannot
+    train on one row. So every row of the epoch is trained on once, in ceil(rows / B) optimiser steps
+    (floor(rows / B) when one row is left over). With `drop_last` the rows left over are skipped, as
+    DataLoader's drop_last does (at most B-1, a different set each epoch), and every step has B rows.
+
+    With `dist` an epoch draws as many rows as the expert has, whether or not `drop_last` leaves the
+    last of them out: the sampler's draws, and so the seeded order of the rows, do not depend on it.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, batch_size: int,
-                 seed: int, dist: dict | None = None, device: torch.device | None = None) -> None:
+                 seed: int, dist: dict | None = None, device: torch.device | None = None,
+                 drop_last: bool = False) -> None:
         device = device or torch.device("cpu")
         self.x, self.y, self.index = device_columns(x, y, rows, device)
         self.batch_size = min(batch_size, len(rows))
         self.k = chunk_size(self.batch_size)
         self.n = len(rows)
+        self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
         self.sampler = None
@@ -60,9 +70,19 @@ class TrainBatches:
             self.sampler = BucketSampler(z, dist, seed)
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _split(self) -> tuple[int, int]:
+        """(rows yielded as chunks of whole mini-batches, rows in the one item after them: 0 for none)."""
+        whole = (self.n // self.batch_size) * self.batch_size
+        left = self.n - whole
+        if self.drop_last or left == 0:
+            return whole, 0
+        if left == 1:  # the one row joins the last whole mini-batch
+            return whole - self.batch_size, self.batch_size + 1
+        return whole, left
+
     def __len__(self) -> int:
-        batches = self.n // self.batch_size
-        return -(-batches // self.k)
+        chunked, tail = self._split()
+        return -(-(chunked // self.batch_size) // self.k) + (tail > 0)
 
     def _order(self) -> torch.Tensor:
         if self.sampler is not None:
@@ -74,13 +94,16 @@ class TrainBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.epoch += 1
         positions = self._order()
-        usable = (self.n // self.batch_size) * self.batch_size
+        chunked, tail = self._split()
         chunk_rows = self.k * self.batch_size
-        for start in range(0, usable, chunk_rows):
-            idx = self.index[positions[start:min(start + chunk_rows, usable)]]
+        for start in range(0, chunked, chunk_rows):
+            idx = self.index[positions[start:min(start + chunk_rows, chunked)]]
             x = self.x.index_select(0, idx).view(-1, self.batch_size, self.x.shape[1])
             y = self.y.index_select(0, idx).view(-1, self.batch_size, self.y.shape[1])
             yield x, y
+        if tail:
+            idx = self.index[positions[chunked:chunked + tail]]
+            yield self.x.index_select(0, idx).unsqueeze(0), self.y.index_select(0, idx).unsqueeze(0)
 
 
 class EvalBatches:

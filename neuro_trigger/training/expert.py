@@ -80,7 +80,10 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     log.info("%s: %d train rows, %d val rows, batch size %d, %s", key, len(train_rows), len(val_rows),
              config["batch_size"], "reweighted by " + json.dumps(config["dist"]) if config["dist"] else "shuffled")
     x, y, _ = tensors["train"]
-    train_batches = TrainBatches(x, y, train_rows, config["batch_size"], config["seed"], config["dist"], device)
+    # a config.json written before the key existed trained without the last partial mini-batch: a resume goes on so
+    drop_last = config.get("drop_last", True)
+    train_batches = TrainBatches(x, y, train_rows, config["batch_size"], config["seed"], config["dist"], device,
+                                 drop_last=drop_last)
     val_batches = EvalBatches(*tensors["val"], val_rows, device)
 
     module = ExpertModule(config)

@@ -18,8 +18,9 @@ Z_CM_PER_UNIT = (Z_RANGE_CM[1] - Z_RANGE_CM[0]) / 2  # a scaled z difference of 
 class ExpertModule(L.LightningModule):
     """Trains one expert network.
 
-    A training batch is a chunk of K mini-batches (K x B x in); one optimiser step is taken per
-    mini-batch (manual optimisation), so K only changes how often Lightning's loop runs.
+    A training batch is a chunk of K mini-batches (K x B x in), or the epoch's last, partial mini-batch
+    (1 x R x in, TrainBatches); one optimiser step is taken per mini-batch (manual optimisation), its loss
+    the loss function's mean over the mini-batch's rows, so K only changes how often Lightning's loop runs.
     Validation sees the whole validation split and logs, besides val_loss, how it compares
     with the old network on the same rows, and with reweighted sampling (`dist`) the validation loss
     weighted by the same z distribution (val_reweighted_loss). Given its batches by `set_validation`
