@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,22 @@ def test_notebooks_old_import_paths_reach_the_one_copy_of_the_code() -> None:
     assert old_experts.train is train and old_experts.resume is resume
     with pytest.raises(AttributeError):
         old_experts.run_expert  # noqa: B018 - only what a notebook calls is forwarded
+
+
+def test_the_architecture_doc_names_every_module_and_no_other() -> None:
+    """docs/architecture.md's rooms table matches the tree: each module by its path, or in its package's row."""
+    doc = (REPO_ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith("|")]
+    package = REPO_ROOT / "neuro_trigger"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if path.name == "__init__.py" and rel != "__init__.py":
+            continue
+        in_package_row = any(f"`{path.parent.relative_to(package).as_posix()}/`" in row and path.stem in row
+                             for row in rows)
+        if rel not in doc and f"neuro_trigger/{rel}" not in doc and not in_package_row:
+            missing.append(rel)
+    assert missing == []
+    named = set(re.findall(r"`(?:neuro_trigger/)?((?:[a-z_]+/)*[a-z_]+\.py)`", doc))
+    assert sorted(n for n in named if not n.startswith("neuro_trigger_tests/") and not (package / n).is_file()) == []
