@@ -46,6 +46,10 @@ configs = {
         "accelerator": "auto",
         "devices": 1,
         "precision": "32-true",
+        "fixed_point": {  # the trigger hardware's arithmetic (neuro_trigger/fpga/)
+            "precision": [12, 8, 8, 12, 10, 10],  # basf2's fractional bits; the last three: nodes, weights, table
+            "weight_max": None,  # e.g. 63, as the original hardware trainer: weights clipped after each step
+        },
         "slurm": {  # used by --launcher slurm only
             "partition": None,
             "time_min": 60,

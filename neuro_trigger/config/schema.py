@@ -154,6 +154,28 @@ SLURM_KEYS: dict[str, Key] = {
     "extra": Key((dict,), "more sbatch options, e.g. {'qos': 'short', 'constraint': 'a100'}", _sbatch_options,
                  default={}),
 }
+def _fixed_point_precision(v: list) -> str | None:
+    if len(v) != 6 or not all(isinstance(n, int) and not isinstance(n, bool) for n in v):
+        return "must be six integers, fractional bits as basf2 gives them: track phi, scaling, reference id, " \
+               "nodes, weights, activation table (e.g. [12, 8, 8, 12, 10, 10])"
+    node, weight, lut = v[3:]
+    if not (1 <= node <= 30 and 1 <= weight <= 30 and 1 <= lut <= 20):
+        return "nodes and weights need 1..30 fractional bits, the activation table 1..20"
+    if lut > node + weight:
+        return f"the activation table ({lut} bits) may not have more fractional bits than nodes and weights " \
+               f"together ({node + weight})"
+    return None
+
+
+# The trigger's fixed-point arithmetic (neuro_trigger/fpga/): its widths, and a bound on the weights.
+FIXED_POINT_KEYS: dict[str, Key] = {
+    "precision": Key((list,), "fractional bits as basf2 gives them (track phi, scaling, reference id, nodes, "
+                     "weights, activation table); the network uses the last three", _fixed_point_precision,
+                     default=[12, 8, 8, 12, 10, 10], limits="six integers; table bits <= nodes + weights"),
+    "weight_max": Key(NUMBER, "every weight and bias clipped to +-weight_max after each optimiser step (the "
+                      "original hardware trainer used 63); None: no clipping", POSITIVE, nullable=True,
+                      default=None),
+}
 # The embedded default data set: the toy Monte Carlo, generated on first use (neuro_trigger/data/toy/).
 DEFAULT_DATA = {
     "train": ["data_cache/toy/neuroresults_random1.gz"],
@@ -240,6 +262,8 @@ SCHEMA: dict[str, Key] = {
                         nullable=True, default=1800),
     "data": Key((dict,), "data files per split; default: the embedded toy data set", children=DATA_KEYS,
                 default=DEFAULT_DATA),
+    "fixed_point": Key((dict,), "the trigger hardware's fixed-point arithmetic", children=FIXED_POINT_KEYS,
+                       default=_defaults_of(FIXED_POINT_KEYS)),
     "slurm": Key((dict,), "how `--launcher slurm` submits the experts' jobs", children=SLURM_KEYS,
                  default=_defaults_of(SLURM_KEYS)),
     "accelerator": Key((str,), "where an expert trains: `auto` takes the CUDA GPU if one is visible, else the CPU "

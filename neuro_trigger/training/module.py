@@ -42,6 +42,7 @@ class ExpertModule(L.LightningModule):
         self.config = config
         self.model = registry.build_model(config["model"], config["in_size"], config["out_size"], config["act"])
         self.loss_fn = registry.build_loss(config["loss"])
+        self.weight_max = (config.get("fixed_point") or {}).get("weight_max")  # the hardware's bound, if any
         self.automatic_optimization = False
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -97,6 +98,8 @@ class ExpertModule(L.LightningModule):
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
                 scaler.step(optimizer)
                 scaler.update()
+            if self.weight_max is not None:
+                self._clip_weights()
             total += loss.detach()
         self._count_optimizer_steps(len(xs))
         self._epoch_loss_sum = self._epoch_loss_sum.to(total.device) + total  # no sync per step
@@ -108,6 +111,13 @@ class ExpertModule(L.LightningModule):
                 "lower learning_rate or set gradient_clip_val"
             )
         return mean
+
+    @torch.no_grad()
+    def _clip_weights(self) -> None:
+        """Every weight and bias into [-weight_max, weight_max] (config `fixed_point.weight_max`), so the network
+        fits the hardware's weight width."""
+        for parameter in self.model.parameters():
+            parameter.clamp_(-self.weight_max, self.weight_max)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss_sum = torch.zeros((), device=self.device)
