@@ -76,3 +76,37 @@ def bench_evaluate(data_file: Path, tmp: Path, sizes: Sizes, seed: int) -> list[
                 "; ".join(f"{name} {seconds:.3f} s" for name, seconds in best.items()),
                 extra={"rows": n, "parts_seconds": best, "evaluate_seconds": evaluations,
                        "reload_seconds": reloads})]
+
+
+def bench_fixed_point(sizes: Sizes, seed: int) -> list[Row]:
+    """The FPGA's fixed-point forward pass (fpga/fixed_point.forward) of baseline_v2's network on random inputs
+    vs the float network's forward in torch, on the same rows: the price of judging the hardware's outputs."""
+    import numpy as np
+    import torch
+
+    from neuro_trigger.fpga.fixed_point import forward, hardware_layers
+    from neuro_trigger.registry import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("BaselineModel", 27, 2, "tanh/2").eval()
+    layers = hardware_layers(model, "tanh/2")
+    x = np.random.default_rng(seed).uniform(-1, 1, (sizes.tracks, 27)).astype(np.float32)
+    x_t = torch.from_numpy(x)
+
+    def float_pass() -> None:
+        with torch.no_grad():
+            model(x_t)
+
+    fixed, floats = [], []
+    for _ in range(sizes.parse_repeats):  # interleaved, the best of each
+        fixed.append(best_time(lambda: forward(layers, x), 1)[0])
+        floats.append(best_time(float_pass, 1)[0])
+    t_fixed, t_float = min(fixed), min(floats)
+    ratio = t_fixed / t_float
+    per_million = t_fixed * 1e6 / len(x)
+    return [Row("fixed_point_vs_float", f"bit-exact fixed-point forward pass of a 27-81-2 tanh/2 network on "
+                f"{len(x):,} rows ({per_million:.2f} s per million)", t_fixed, "s",
+                "the float network's forward in torch on the same rows", t_float, ratio, "time / float time",
+                "<= 20x, and a million rows in seconds", ratio <= 20 and per_million <= 10,
+                extra={"rows": len(x), "seconds_per_million": per_million, "fixed_seconds": fixed,
+                       "float_seconds": floats})]

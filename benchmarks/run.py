@@ -35,7 +35,7 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a scri
 # of the training rows are spawned from a child running this file, and spawn re-imports it in every one
 # of them.
 from benchmarks.common import REPO_ROOT, CpuShare, Row, Sizes, background_cores, loadavg, log, make_data, table
-from benchmarks.evaluate import bench_evaluate
+from benchmarks.evaluate import bench_evaluate, bench_fixed_point
 from benchmarks.filters import bench_filters
 from benchmarks.large import bench_large, skipped_large
 from benchmarks.main import bench_main, skipped_main
@@ -58,7 +58,8 @@ ROW_IDS = (  # every row, in the order of the table
     "filter_duplicate_events", "filter_max2_events", "bucket_sampler",
     "train_bs2048_vs_raw", "train_bs128_vs_raw", "train_bs16_vs_raw", "train_bs2048_vs_per_sample",
     "per_epoch_fixed_cost",
-    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "evaluate_vs_reload", "main_baseline_v2",
+    "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "evaluate_vs_reload", "fixed_point_vs_float",
+    "main_baseline_v2",
     "main_vs_floor", "startup_to_first_batch", "tail_after_last_epoch",
     "large_parse", "large_cache_reload", "large_epoch_expert0", "large_run_memory",
     "info_threads_1_vs_2", "info_chunks_vs_single_batches",
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 data = make_data(tmp / "data", sizes.tracks, ("val",), args.seed)
             log("evaluate")
             rows += stage(lambda: bench_evaluate(Path(data["val"][0]), tmp, sizes, args.seed))
+            rows += stage(lambda: bench_fixed_point(sizes, args.seed))
         if "runs" in only:
             log(f"generating {sizes.run_tracks:,} tracks per split for the whole runs")
             run_data = make_data(tmp / "run_data", sizes.run_tracks, ("train", "val", "test"), args.seed + 1)
