@@ -52,7 +52,7 @@ def refresh_summary(folder: Path) -> None:
     running. Assembling the folder later replaces this with the whole summary."""
     import fcntl
 
-    with open(folder / ".summary.lock", "a") as lock:
+    with open(folder / ".summary.lock", "a", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         summary = read_json(folder / "summary.json", "summary.json")
         statuses = {key: summary_status(folder, key) for key in summary["experts"]}
@@ -71,8 +71,8 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
     from neuro_trigger.judge.trigger import judge
 
-    resolved = json.loads((folder / "config.json").read_text())
-    summary = json.loads((folder / "summary.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     if stores is None:
         stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     experts = resolved["experts"]
@@ -99,7 +99,8 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
         split_result["trigger_all"] = judge(store.y[rows], pred[rows, :out], store.y_old[rows], loss,
                                             store.expert[rows], store.ntracks[rows])
         for key in done:
-            split_result["experts"][key] = json.loads((folder / key / f"result_{split}.json").read_text())
+            result_file = folder / key / f"result_{split}.json"
+            split_result["experts"][key] = json.loads(result_file.read_text(encoding="utf-8"))
         metrics[split] = split_result
 
     disk_full: DiskFullError | None = None
@@ -108,7 +109,7 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
             write_prediction_tables(folder, stores)
         weights = {}
         for key in done:
-            weights[key] = json.loads((folder / key / "weights.json").read_text())
+            weights[key] = json.loads((folder / key / "weights.json").read_text(encoding="utf-8"))
         write_json(folder / "weights.json", weights)
         with disk_full_is_user_error(folder / "mean_expert"):
             log_mean_over_experts(folder, list(experts))

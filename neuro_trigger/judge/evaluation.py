@@ -238,7 +238,7 @@ def _figures(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarr
 def _run_git_id(nets: RunNetworks) -> str:
     path = nets.folder / "git_id.txt"
     try:
-        return path.read_text().strip() or "-"
+        return path.read_text(encoding="utf-8").strip() or "-"
     except OSError:
         git_id = nets.summary.get("git_id")
         return str(git_id).strip() if git_id else "not recorded"

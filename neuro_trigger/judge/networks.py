@@ -122,7 +122,7 @@ def load_networks(run_folder: Path | str) -> RunNetworks:
 def _read_optional_json(path: Path) -> Any:
     """A JSON file's content, or None where it is absent or unreadable."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

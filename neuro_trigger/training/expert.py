@@ -27,7 +27,7 @@ log = logging.getLogger("neuro_trigger")
 
 
 def expert_logging(folder: Path, key: str) -> logging.Handler:
-    handler = logging.FileHandler(folder / f"{key}.log")
+    handler = logging.FileHandler(folder / f"{key}.log", encoding="utf-8", errors="surrogateescape")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
@@ -55,7 +55,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
 
     quiet_lightning(verbose)
     report = report or (lambda message: None)
-    resolved = json.loads((folder / "config.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config = resolved["experts"][key]
     expert_dir = folder / key
     expert_dir.mkdir(exist_ok=True)

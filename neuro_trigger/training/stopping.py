@@ -95,7 +95,7 @@ def job_process(run_pid: int | None = None) -> Iterator[None]:
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/<pid>/stat after the command name (field 3, the state, first); None where it cannot be read."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace").rsplit(")", 1)[1].split()
     except OSError:
         return None
 
