@@ -174,6 +174,23 @@ def append_journal(journal: Path, fields: dict[str, str]) -> None:
         raise OSError(f"journal {journal}: wrote {written} of {len(line)} bytes")
 
 
+def journal_lines(journal: Path, folder: Path) -> list[str]:
+    """The lines of the run journal about the run in `folder`, oldest first, their fields tab-separated (see
+    `append_journal`). The journal is the log root's, so its runs are `<config>/version_N` under it: a line is
+    the run's when its folder field ends in the same two parts, however the run named its log root."""
+    try:
+        data = Path(journal).read_bytes()
+    except FileNotFoundError:
+        return []
+    ours = []
+    for line in data.splitlines():
+        fields = line.split(b"\t")
+        # the folder field as this process names paths (fsdecode), to compare with `folder`
+        if len(fields) >= 3 and Path(os.fsdecode(fields[2])).parts[-2:] == Path(folder).parts[-2:]:
+            ours.append(line.decode("utf-8", errors="replace"))
+    return ours
+
+
 def library_versions() -> dict[str, str]:
     """Python's and the main libraries' versions, from the installed packages' metadata (importing
     lightning just for its version takes seconds)."""
