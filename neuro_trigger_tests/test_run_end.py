@@ -3,16 +3,24 @@ expert writes its results, a resume of a finished run that lacks files, and judg
 (issue 21, items 7 and 9)."""
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from neuro_trigger.runner.api import resume, train
-from neuro_trigger_tests.run_helpers import start, toy_splits
+from neuro_trigger.training.stopping import Stopped
+from neuro_trigger_tests.run_helpers import start, status, toy_splits
 
 ASCII_LOCALE = {"PYTHONUTF8": "0", "LANG": "C", "LC_ALL": "C", "LC_CTYPE": "C"}
 DESCRIPTION = "Δz Studie für θ"
+# an expert that stops early after its second epoch: with a learning rate of 1e-30 its weights, and so its val
+# loss, never change, and a patience of 1 ends it at the first epoch without improvement
+STOPS_EARLY = {"extends": "baseline_v2", "experts": [2], "epochs": 10, "early_stopping_patience": 1,
+               "learning_rate": 1e-30, "plot_every": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +30,12 @@ def data(tmp_path_factory) -> dict[str, list[str]]:
 
 def journal(log_root: Path) -> list[str]:
     return (log_root / "log.txt").read_text(encoding="utf-8").splitlines()
+
+
+def epochs_in_metrics(expert_dir: Path) -> list[int]:
+    """The epochs metrics.csv holds a row of validation results for (each once for a run that never repeats one)."""
+    with open(expert_dir / "csv" / "metrics.csv", newline="", encoding="utf-8") as f:
+        return sorted({int(float(row["epoch"])) for row in csv.DictReader(f) if row.get("val_loss")})
 
 
 # ------------------------------------------------------------------------------------------------ item 7
@@ -66,3 +80,31 @@ def test_resume_rebuilds_every_run_file_a_finished_run_lacks(data, tmp_path):
     assert resume(folder, show_progress=False).ok
     assert {name: (folder / name).read_bytes() for name in lost} == before
     assert [line.split("\t")[2:] for line in journal(tmp_path)] == [[str(folder), "rebuilt"]]
+
+
+# ------------------------------------------------------------------------------------------------ item 9
+def test_a_stop_while_an_expert_writes_its_results_waits_for_them(data, tmp_path, monkeypatch):
+    """SIGTERM at the moment an expert has stopped early and writes its results: they are written whole and its
+    status says finished with its epochs, then the stop is honoured (Stopped); a resume trains no epoch."""
+    import neuro_trigger.training.expert as expert
+
+    real = expert.write_expert_results
+
+    def stopped_while_writing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(expert, "write_expert_results", stopped_while_writing)
+    with pytest.raises(Stopped):
+        train({**STOPS_EARLY, "data": data}, log_root=tmp_path, show_progress=False)
+    monkeypatch.undo()
+    folder = tmp_path / "custom" / "version_0"
+    state = status(folder, "expert_2")
+    assert state["status"] == "finished" and state["epochs_done"] == 2, state
+    assert (folder / "expert_2" / "weights.json").is_file() and (folder / "expert_2" / "result_test.json").is_file()
+    assert epochs_in_metrics(folder / "expert_2") == [0, 1]
+
+    assert resume(folder, show_progress=False).ok  # draws the figures the stop left out, trains nothing
+    assert status(folder, "expert_2")["epochs_done"] == 2
+    assert epochs_in_metrics(folder / "expert_2") == [0, 1]
+    assert list((folder / "expert_2" / "plots" / "test").glob("*.png"))
