@@ -108,3 +108,20 @@ def test_a_stop_while_an_expert_writes_its_results_waits_for_them(data, tmp_path
     assert status(folder, "expert_2")["epochs_done"] == 2
     assert epochs_in_metrics(folder / "expert_2") == [0, 1]
     assert list((folder / "expert_2" / "plots" / "test").glob("*.png"))
+
+
+def test_resume_of_an_expert_stopped_early_and_marked_interrupted_trains_no_more_epochs(data, tmp_path):
+    """An expert that stopped early but is marked interrupted (stopped in Lightning's own end of the fit, or by an
+    earlier version) goes on from last.ckpt, which holds the epoch that stopped it: no epoch is trained again."""
+    folder = train({**STOPS_EARLY, "data": data}, log_root=tmp_path, show_progress=False).folder
+    state = status(folder, "expert_2")
+    assert state["epochs_done"] == 2
+    state.update(status="interrupted", epochs_done=None)
+    (folder / "expert_2" / "status.json").write_text(json.dumps(state), encoding="utf-8")
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    (folder / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}), encoding="utf-8")
+
+    assert resume(folder, show_progress=False).ok
+    assert status(folder, "expert_2")["status"] == "finished"
+    assert status(folder, "expert_2")["epochs_done"] == 2
+    assert epochs_in_metrics(folder / "expert_2") == [0, 1]
