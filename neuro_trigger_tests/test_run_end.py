@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
+from neuro_trigger.compare import main as compare_main
+from neuro_trigger.evaluate import main as evaluate_main
 from neuro_trigger.runner.api import resume, train
 from neuro_trigger.training.stopping import Stopped
 from neuro_trigger_tests.run_helpers import start, status, toy_splits
@@ -125,3 +128,44 @@ def test_resume_of_an_expert_stopped_early_and_marked_interrupted_trains_no_more
     assert status(folder, "expert_2")["status"] == "finished"
     assert status(folder, "expert_2")["epochs_done"] == 2
     assert epochs_in_metrics(folder / "expert_2") == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def partial_run(data, tmp_path_factory) -> dict[str, Path]:
+    """A production run of experts 2 and 3, and a copy of it as before its files were assembled: expert_3 failed,
+    no weights.json (no run-level files at all)."""
+    root = tmp_path_factory.mktemp("partial_run")
+    result = train({"extends": "baseline_v2", "data": data, "experts": [2, 3], "epochs": 1, "plot_every": 1000},
+                   production=True, log_root=root / "log", show_progress=False)
+    assert result.ok
+    partial = root / "partial" / "version_0"
+    shutil.copytree(result.folder, partial)
+    for name in ("weights.json", "report.html", *(p.name for p in partial.glob("pred*_*"))):
+        (partial / name).unlink()
+    state = status(partial, "expert_3")
+    state.update(status="failed", error="RuntimeError: as if it had failed")
+    (partial / "expert_3" / "status.json").write_text(json.dumps(state), encoding="utf-8")
+    return {"full": result.folder, "partial": partial, "root": root}
+
+
+def test_evaluate_judges_the_finished_experts_of_a_run_not_assembled(partial_run, capsys):
+    assert evaluate_main([str(partial_run["partial"])]) == 0
+    out, err = capsys.readouterr()
+    assert "experts left out, no finished network: expert_3 (failed)" in out, out + err
+    folder = Path(out.strip().splitlines()[-1])
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["networks"] == ["expert_2"] and metrics["left_out"] == {"expert_3": "failed"}
+    assert list(metrics["experts"]) == ["expert_2"] and metrics["rows"]["without_network_by_expert"]["expert_3"] > 0
+    assert "expert_3 (failed)" in (folder / "report.html").read_text(encoding="utf-8")
+    # the same network as the assembled run's: the same predictions
+    assert evaluate_main([str(partial_run["full"])]) == 0
+    full = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((full / "metrics.json").read_text(encoding="utf-8"))["experts"]["expert_2"] == \
+        metrics["experts"]["expert_2"]
+
+
+def test_compare_takes_a_run_not_assembled_and_says_what_it_lacks(partial_run, capsys):
+    argv = [str(partial_run["partial"]), str(partial_run["full"]), "--log-root", str(partial_run["root"] / "log")]
+    assert compare_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "note: " in out and "without expert_3 (failed)" in out, out + err
