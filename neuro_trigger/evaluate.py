@@ -75,6 +75,10 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
     if rows.get("without_network"):
         by = ", ".join(f"{k}: {n}" for k, n in rows.get("without_network_by_expert", {}).items())
         lines.append(f"{rows['without_network']} rows of experts without a network (NaN predictions; {by})")
+    left_out = metrics.get("left_out") or {}
+    if left_out:  # a partly finished run: its finished experts' networks only
+        lines.append("experts left out, no finished network: "
+                     + ", ".join(f"{key} ({why})" for key, why in left_out.items()))
     return lines
 
 

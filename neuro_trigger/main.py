@@ -57,15 +57,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def ask_description(args: argparse.Namespace) -> str:
     if args.description is not None:
-        return args.description
+        return as_typed(args.description)
     if not args.production:
         return ""
     if sys.stdin is not None and sys.stdin.isatty():
         try:
-            return input("Short description of this run: ").strip()
+            return as_typed(input("Short description of this run: ").strip())
         except EOFError:
             return ""
     return ""
+
+
+def as_typed(text: str) -> str:
+    """Text from the command line or the terminal as the user typed it. Python decodes both in the locale's
+    encoding and keeps the bytes it cannot decode as lone surrogates: under an ASCII locale (LANG=C) every
+    non-ASCII character. Those bytes are read as UTF-8 here, the encoding of every file a run writes; bytes that
+    are no UTF-8 either stay as they came (and are written back as those bytes)."""
+    try:
+        return os.fsencode(text).decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 def _no_description_note(args: argparse.Namespace) -> str | None:

@@ -11,9 +11,10 @@ from pathlib import Path
 from neuro_trigger import REPO_ROOT
 
 
-def start(*args: str) -> subprocess.Popen:
-    """`python neuro_trigger/main.py ARGS` in a session of its own (so signals can go to it alone)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python neuro_trigger/main.py ARGS` in a session of its own (so signals can go to it alone); `env`: variables
+    set in its environment over this process's (a locale, say)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **(env or {})}
     return subprocess.Popen([sys.executable, "neuro_trigger/main.py", *args], cwd=REPO_ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

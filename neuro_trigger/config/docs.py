@@ -90,7 +90,7 @@ def render_config_docs() -> str:
 
 def write_config_docs(path: Path = DOCS_PATH) -> Path:
     """Write `render_config_docs()` to `path` (docs/config_keys.md); returns the path."""
-    path.write_text(render_config_docs())
+    path.write_text(render_config_docs(), encoding="utf-8")
     return path
 
 

@@ -86,7 +86,7 @@ def _key_lines(source_file: str, mtime_ns: int, size: int) -> dict[tuple[str, ..
                     lines[(*prefix, k.value)] = k.lineno
                     index(v, (*prefix, k.value))
 
-    for node in ast.walk(ast.parse(Path(source_file).read_text())):
+    for node in ast.walk(ast.parse(Path(source_file).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "configs"
                                                 for t in node.targets) and isinstance(node.value, ast.Dict):
             index(node.value, ())

@@ -99,7 +99,7 @@ def read_run_predictions(run_folder: Path | str, stores: dict[str, ColumnStore],
 def _summary(run_folder: Path) -> Any:
     path = run_folder / "summary.json"
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -146,7 +146,7 @@ def read_original_table(path: Path, what: str) -> dict[str, np.ndarray]:
     import pandas as pd
 
     try:
-        table = pd.read_csv(path, sep=r"\s+", header=0, skip_blank_lines=True, dtype=np.float64)
+        table = pd.read_csv(path, sep=r"\s+", encoding="utf-8", header=0, skip_blank_lines=True, dtype=np.float64)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{what}: {path} is not a prediction table of the original trainer ({first})") from None

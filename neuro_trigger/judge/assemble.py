@@ -18,10 +18,11 @@ import numpy as np
 
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
+from neuro_trigger.errors import UserError
 from neuro_trigger.judge.mean_expert import log_mean_over_experts
 from neuro_trigger.judge.metrics import split_metrics
 from neuro_trigger.run.files import DiskFullError, disk_full_is_user_error, read_json, write_json
-from neuro_trigger.run.folder import library_versions
+from neuro_trigger.run.folder import journal_lines, library_versions
 from neuro_trigger.run.prediction_tables import merged_predictions, write_prediction_tables
 from neuro_trigger.run.status import summary_status
 
@@ -52,7 +53,7 @@ def refresh_summary(folder: Path) -> None:
     running. Assembling the folder later replaces this with the whole summary."""
     import fcntl
 
-    with open(folder / ".summary.lock", "a") as lock:
+    with open(folder / ".summary.lock", "a", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         summary = read_json(folder / "summary.json", "summary.json")
         statuses = {key: summary_status(folder, key) for key in summary["experts"]}
@@ -71,8 +72,8 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
     from neuro_trigger.judge.trigger import judge
 
-    resolved = json.loads((folder / "config.json").read_text())
-    summary = json.loads((folder / "summary.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     if stores is None:
         stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     experts = resolved["experts"]
@@ -99,7 +100,8 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
         split_result["trigger_all"] = judge(store.y[rows], pred[rows, :out], store.y_old[rows], loss,
                                             store.expert[rows], store.ntracks[rows])
         for key in done:
-            split_result["experts"][key] = json.loads((folder / key / f"result_{split}.json").read_text())
+            result_file = folder / key / f"result_{split}.json"
+            split_result["experts"][key] = json.loads(result_file.read_text(encoding="utf-8"))
         metrics[split] = split_result
 
     disk_full: DiskFullError | None = None
@@ -108,7 +110,7 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
             write_prediction_tables(folder, stores)
         weights = {}
         for key in done:
-            weights[key] = json.loads((folder / key / "weights.json").read_text())
+            weights[key] = json.loads((folder / key / "weights.json").read_text(encoding="utf-8"))
         write_json(folder / "weights.json", weights)
         with disk_full_is_user_error(folder / "mean_expert"):
             log_mean_over_experts(folder, list(experts))
@@ -132,3 +134,25 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     if disk_full is not None:
         raise disk_full
     return summary
+
+
+def missing_run_files(folder: Path) -> list[str]:
+    """What a finished run has and `folder` lacks (assembling the folder again brings it back): summary.json that
+    says "finished", weights.json, report.html, prediction_<split>.pt and pred_data_<split>.csv of every split,
+    and a line in the journal (log.txt of the log root) that says the run ended neither interrupted nor failed.
+    A run that stopped between its training and its last line lacks some of them."""
+    from neuro_trigger.judge.report import REPORT_FILE
+
+    try:
+        summary = read_json(folder / "summary.json", "summary.json")
+    except UserError:
+        return ["summary.json"]
+    missing = [] if summary.get("status") == "finished" else ["summary.json that says finished"]
+    splits = summary.get("data") if isinstance(summary.get("data"), dict) else {}
+    names = ["weights.json", REPORT_FILE, *(f"prediction_{s}.pt" for s in splits),
+             *(f"pred_data_{s}.csv" for s in splits)]
+    missing += [name for name in names if not (folder / name).is_file()]
+    lines = journal_lines(folder.parent.parent / "log.txt", folder)
+    if not lines or lines[-1].rstrip().endswith(("[interrupted]", "[failed]")):
+        missing.append("its journal line (log.txt)")
+    return missing

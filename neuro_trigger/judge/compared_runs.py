@@ -65,7 +65,7 @@ def common_paths(first: Path, first_label: str, split: str, data: list[str | Pat
         return [Path(p) for p in data]
     config_file = first / "config.json"
     try:
-        config = json.loads(config_file.read_text())
+        config = json.loads(config_file.read_text(encoding="utf-8"))
         entry = config["global"]["data"][split]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"no common data: the first run {first_label} has no config.json naming its {split} files "
@@ -123,7 +123,7 @@ def data_relation(summary: dict, common: list[str], reference_id: str) -> str:
 # ---------------------------------------------------------------------------------------------- run facts
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -151,7 +151,7 @@ def expert_facts(run: Path, summary: dict, key: str) -> tuple[int | None, float]
 def git_id(run: Path, summary: dict) -> str:
     """The git id a run was made at: git_id.txt's first line, else summary.json's, else UNKNOWN_DATA."""
     try:
-        text = (run / "git_id.txt").read_text().strip()
+        text = (run / "git_id.txt").read_text(encoding="utf-8").strip()
     except OSError:
         text = ""
     if text:

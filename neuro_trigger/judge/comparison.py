@@ -126,6 +126,9 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
         elif note == UNKNOWN_DATA:
             notes.append(f"{label} records no content hashes of its data (a run of the original trainer?): "
                          f"whether it was trained on the same data is unknown")
+        if nets.left_out:  # a partly finished run: its finished experts' networks only
+            notes.append(f"{label} is judged without " + ", ".join(f"{k} ({why})" for k, why in nets.left_out.items())
+                         + ": no finished network")
         experts_of[label] = experts_of_run(nets, store)
         metrics[label] = {}
         for expert in experts_of[label]:

@@ -116,7 +116,7 @@ def write_comparison(result: ComparisonResult, runs: list[Path], split: str, cut
     """Write the comparison's files into `result.folder` (see `comparison`'s module doc); `what`: the common
     data in words, `figures`: PNG bytes by group and name."""
     folder, table, diff = result.folder, result.table, result.config_diff
-    csv = table.to_csv(index=False).encode()
+    csv = table.to_csv(index=False).encode("utf-8")
     write_atomic(folder / "comparison.csv", lambda f: f.write(csv))
     write_json(folder / "metrics.json", {"cut_cm": cut_cm, "data": result.data, "runs": result.metrics})
     write_json(folder / "config_diff.json", {**diff, "folders": {label: str(run) for label, run

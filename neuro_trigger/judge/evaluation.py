@@ -113,6 +113,7 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
         "thresholds_cm": {"cut": cut, "ip": trigger.IP_CM, "background": trigger.BACKGROUND_CM},
         "out_size": nets.out_size,
         "networks": [f"expert_{e}" for e in nets.networks],
+        "left_out": nets.left_out,  # configured experts without a network (not finished), each with its status
         "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
         **judged,
     }
@@ -235,10 +236,15 @@ def _figures(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarr
     return out
 
 
+def _left_out(left_out: dict[str, str]) -> str:
+    """The experts a run has no network for, each with its status: "expert_3 (failed), expert_4 (running)"."""
+    return ", ".join(f"{key} ({why})" for key, why in left_out.items()) or "-"
+
+
 def _run_git_id(nets: RunNetworks) -> str:
     path = nets.folder / "git_id.txt"
     try:
-        return path.read_text().strip() or "-"
+        return path.read_text(encoding="utf-8").strip() or "-"
     except OSError:
         git_id = nets.summary.get("git_id")
         return str(git_id).strip() if git_id else "not recorded"
@@ -255,6 +261,7 @@ def _report(folder: Path, nets: RunNetworks, result: dict[str, Any], figures: di
         "run": result["run"],
         "run kind": "this project" if nets.kind == "own" else "the original trainer",
         "networks": ", ".join(result["networks"]),
+        "experts left out (no finished network)": _left_out(result["left_out"]),
         "evaluated on": what,
         "trigger cut": f"|z| < {result['cut_cm']:g} cm (efficiency on |reco z| < {trigger.IP_CM:g} cm, "
                        f"rejection on |reco z| > {trigger.BACKGROUND_CM:g} cm)",

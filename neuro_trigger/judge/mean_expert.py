@@ -13,7 +13,7 @@ def read_expert_metrics(expert_dir: Path):
 
     path = expert_dir / "csv" / "metrics.csv"
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, encoding="utf-8")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return None
 

@@ -1,12 +1,14 @@
 """A finished (or partly finished) run's networks, ready to predict on any data.
 
-The networks come from the run's `weights.json` (one entry per finished expert) and the hyperparameters
-that build them: `config.json` of this project (a folder holding only those two files is enough; without
-config.json, the config recorded in summary.json), or the `summary.json` of the original trainer
-(juelg/belle2-pytorch-neuro-trigger), whose hyperparameters (`in_size`, `out_size`, `act`, `model`, and
-`expert_N` blocks overriding them) are flat keys there.
+The networks come from the run's `weights.json` (one entry per finished expert; before the run's files are
+assembled, with an expert still training, failed or interrupted, from each finished expert's own
+`expert_N/weights.json`) and the hyperparameters that build them: `config.json` of this project (a folder
+holding only config.json and weights.json is enough; without config.json, the config recorded in
+summary.json), or the `summary.json` of the original trainer (juelg/belle2-pytorch-neuro-trigger), whose
+hyperparameters (`in_size`, `out_size`, `act`, `model`, and `expert_N` blocks overriding them) are flat keys
+there. The configured experts without a network are `left_out`, each with its status.
 
-    nets = load_networks(run_folder)        # RunNetworks: .networks {expert: nn.Module}, .config, ...
+    nets = load_networks(run_folder)        # RunNetworks: .networks {expert: nn.Module}, .config, .left_out, ...
     pred = predict(nets, store)             # (N, 2) scaled, NaN for rows of experts without a network
 
 A folder that is no run, no finished expert, a missing or corrupt weights.json or a tensor of the wrong
@@ -27,6 +29,7 @@ from neuro_trigger import registry
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.errors import UserError, clip
 from neuro_trigger.run.files import read_json
+from neuro_trigger.run.status import read_status
 from neuro_trigger.run.weights import MODULE_PREFIX, TensorMisfit, expert_tensors, fitted_state
 
 if TYPE_CHECKING:
@@ -46,7 +49,8 @@ class RunNetworks:
     run built from its summary.json (the schema's defaults where it sets nothing). networks: expert -> the
     network (eval mode, CPU), only for experts with weights (finished). out_size: the smallest of the
     networks' (what every one of them predicts). summary: summary.json ({} where there is none).
-    kind: "own" or "original". out_sizes and losses: per expert.
+    kind: "own" or "original". out_sizes and losses: per expert. left_out: the configured experts without a
+    network, each with why (its status: "failed", "interrupted", "running", ...; "no weights" where it has none).
     """
 
     folder: Path
@@ -57,6 +61,7 @@ class RunNetworks:
     kind: str = "own"
     out_sizes: dict[int, int] = field(default_factory=dict)
     losses: dict[int, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def loss(self) -> str:
@@ -66,10 +71,10 @@ class RunNetworks:
 
 
 def load_networks(run_folder: Path | str) -> RunNetworks:
-    """The networks of a run folder of this project (config.json + weights.json suffice) or of the original
-    trainer (summary.json + weights.json), on the CPU in eval mode. UserError (one line) for a folder that
-    is no run, a run without a finished expert, a missing or corrupt weights.json, or a tensor that does not
-    fit its network."""
+    """The networks of a run folder of this project (config.json + weights.json suffice; a run not yet assembled:
+    its finished experts' expert_N/weights.json) or of the original trainer (summary.json + weights.json), on
+    the CPU in eval mode. UserError (one line) for a folder that is no run, a run without a finished expert, a
+    missing or corrupt weights.json, or a tensor that does not fit its network."""
     folder = Path(run_folder)
     if not folder.exists():
         raise UserError(f"run folder {folder}: not found")
@@ -87,20 +92,12 @@ def load_networks(run_folder: Path | str) -> RunNetworks:
         raise UserError(f"run folder {folder}: is not a run folder (no config.json, and no summary.json "
                         f"of this project or of the original trainer)")
     experts = _expert_configs(folder, config, kind)
-    weights_path = folder / "weights.json"
-    if not weights_path.exists():
-        raise UserError(f"run folder {folder}: weights.json is missing (a run writes it when its experts end; "
-                        f"has any expert finished?)")
-    weights = read_json(weights_path, "evaluate")
-    if not isinstance(weights, dict):
-        raise UserError(f"{weights_path}: is not a weights file (expected an object of experts, "
-                        f"found {type(weights).__name__})")
-    if not weights:
-        raise UserError(f"run folder {folder}: no expert has finished (weights.json holds no network)")
+    weights, sources = _weights(folder, experts, kind)
     networks: dict[int, nn.Module] = {}
     out_sizes: dict[int, int] = {}
     losses: dict[int, str] = {}
     for key, entry in weights.items():
+        weights_path = sources[key]
         match = _EXPERT_KEY.match(str(key))
         if match is None:
             raise UserError(f"{weights_path}: key '{clip(key)}' is not an expert (expected expert_N)")
@@ -114,15 +111,38 @@ def load_networks(run_folder: Path | str) -> RunNetworks:
         loss = cfg.get("loss")
         losses[expert] = loss if loss in registry.LOSSES else "MSELoss"
     summary = summary if isinstance(summary, dict) else {}
+    left_out = {key: read_status(folder, key).get("status") or "no weights" for key in experts if key not in weights}
     return RunNetworks(folder=folder, config=config, networks=dict(sorted(networks.items())),
                        out_size=min(out_sizes.values()), summary=summary, kind=kind, out_sizes=out_sizes,
-                       losses=losses)
+                       losses=losses, left_out=left_out)
+
+
+def _weights(folder: Path, experts: dict[str, dict[str, Any]], kind: str) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Every finished expert's weights entry and the file it comes from: the run's weights.json, or where the run's
+    files were not assembled (yet), each finished expert's own expert_N/weights.json (run_expert writes it, and
+    then its status "finished")."""
+    path = folder / "weights.json"
+    if path.exists():
+        weights = read_json(path, "evaluate")
+        if not isinstance(weights, dict):
+            raise UserError(f"{path}: is not a weights file (expected an object of experts, "
+                            f"found {type(weights).__name__})")
+        if not weights:
+            raise UserError(f"run folder {folder}: no expert has finished (weights.json holds no network)")
+        return weights, {key: path for key in weights}
+    own = {key: folder / key / "weights.json" for key in experts
+           if kind == "own" and read_status(folder, key).get("status") == "finished"}
+    own = {key: file for key, file in own.items() if file.is_file()}
+    if not own:
+        raise UserError(f"run folder {folder}: weights.json is missing, and no expert_N/ holds a finished expert's "
+                        f"weights (has any expert finished?)")
+    return {key: read_json(file, "evaluate") for key, file in own.items()}, own
 
 
 def _read_optional_json(path: Path) -> Any:
     """A JSON file's content, or None where it is absent or unreadable."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

@@ -99,7 +99,8 @@ Section = Table | Figures | KeyValues | Text | Code
 def _templates() -> jinja2.Environment:
     """The page's templates (judge/templates/), every value put into them HTML-escaped: an unescaped value
     would have to be marked so in a template, where it shows."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("neuro_trigger.judge", TEMPLATES), autoescape=True,
+    loader = jinja2.PackageLoader("neuro_trigger.judge", TEMPLATES, encoding="utf-8")
+    return jinja2.Environment(loader=loader, autoescape=True,
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
@@ -221,7 +222,8 @@ def render_report(title: str, sections: list[Section]) -> str:
 def write_report(path: Path, title: str, sections: list[Section]) -> Path:
     """Write one self-contained HTML page (figures as base64 PNG, inline CSS, no scripts, nothing
     fetched) with `title` and the sections in order; atomically, so a reader never sees half a page."""
-    page = render_report(title, sections).encode("utf-8")
+    # UTF-8 (the page says so); a path Python could not decode in the locale (lone surrogates) goes out as its bytes
+    page = render_report(title, sections).encode("utf-8", errors="surrogateescape")
     path = Path(path)
     write_atomic(path, lambda f: f.write(page))
     return path

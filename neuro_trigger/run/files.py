@@ -94,13 +94,13 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (see write_atomic), so a reader never sees half a file."""
-    text = json.dumps(_plain(data), indent=1).encode()
+    text = json.dumps(_plain(data), indent=1).encode("utf-8")
     write_atomic(path, lambda f: f.write(text))
 
 
 def read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{what}: file not found: {path}") from None
     except IsADirectoryError:

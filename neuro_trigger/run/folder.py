@@ -113,8 +113,8 @@ def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:
     id_path, diff_path = folder / GIT_ID_FILE, folder / GIT_DIFF_FILE
 
     def _no_snapshot(reason: str) -> None:
-        id_path.write_text(f"no git id: {reason}\n")
-        diff_path.write_text(f"no git diff: {reason}\n")
+        id_path.write_text(f"no git id: {reason}\n", encoding="utf-8", errors="surrogateescape")
+        diff_path.write_text(f"no git diff: {reason}\n", encoding="utf-8", errors="surrogateescape")
 
     try:
         repo = git.Repo(repo_dir, search_parent_directories=True)
@@ -134,14 +134,14 @@ def write_git_snapshot(folder: Path, repo_dir: Path) -> str | None:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         _no_snapshot(f"git failed in {repo_dir}: {first_line}")
         return None
-    id_path.write_text(f"{sha}{' (dirty)' if dirty else ''}\n")
+    id_path.write_text(f"{sha}{' (dirty)' if dirty else ''}\n", encoding="utf-8")
     parts = [diff.rstrip("\n") + "\n" if diff else "# no changes to tracked files\n"]
     if untracked:
         parts.append(f"\n# untracked files ({len(untracked)}), not part of the diff above nor of the dirty flag:\n")
         parts.extend(f"{name}\n" for name in untracked)
     else:
         parts.append("\n# untracked files (0)\n")
-    diff_path.write_text("".join(parts))
+    diff_path.write_text("".join(parts), encoding="utf-8", errors="surrogateescape")
     return sha
 
 
@@ -161,7 +161,9 @@ def append_journal(journal: Path, fields: dict[str, str]) -> None:
     values = dict(fields)
     if "time" not in values:
         values = {"time": _dt.datetime.now().isoformat(timespec="seconds"), **values}
-    line = ("\t".join(_sanitise(v) for v in values.values()) + "\n").encode("utf-8")
+    # UTF-8 whatever the locale; a path or argument Python could not decode (under an ASCII locale every non-ASCII
+    # byte) holds its bytes as lone surrogates, which surrogateescape writes back as those bytes
+    line = ("\t".join(_sanitise(v) for v in values.values()) + "\n").encode("utf-8", errors="surrogateescape")
     journal.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
@@ -170,6 +172,23 @@ def append_journal(journal: Path, fields: dict[str, str]) -> None:
         os.close(fd)
     if written != len(line):  # only on a full disk or similar; say so rather than leave half a line
         raise OSError(f"journal {journal}: wrote {written} of {len(line)} bytes")
+
+
+def journal_lines(journal: Path, folder: Path) -> list[str]:
+    """The lines of the run journal about the run in `folder`, oldest first, their fields tab-separated (see
+    `append_journal`). The journal is the log root's, so its runs are `<config>/version_N` under it: a line is
+    the run's when its folder field ends in the same two parts, however the run named its log root."""
+    try:
+        data = Path(journal).read_bytes()
+    except FileNotFoundError:
+        return []
+    ours = []
+    for line in data.splitlines():
+        fields = line.split(b"\t")
+        # the folder field as this process names paths (fsdecode), to compare with `folder`
+        if len(fields) >= 3 and Path(os.fsdecode(fields[2])).parts[-2:] == Path(folder).parts[-2:]:
+            ours.append(line.decode("utf-8", errors="replace"))
+    return ours
 
 
 def library_versions() -> dict[str, str]:

@@ -29,7 +29,7 @@ def write_prediction_tables(folder: Path, stores: dict[str, ColumnStore]) -> Non
     """prediction_<split>.pt and pred_data_<split>.csv (the Belle II format) from the finished experts.
     The slowest part of assembling a run; a parallel run writes them while the last plots are drawn."""
 
-    experts = json.loads((folder / "config.json").read_text())["experts"]
+    experts = json.loads((folder / "config.json").read_text(encoding="utf-8"))["experts"]
     done = [k for k in experts if summary_status(folder, k)["status"] == "finished"]
     for split, store in stores.items():
         pred, _ = merged_predictions(folder, split, len(store), done)

@@ -29,7 +29,7 @@ def now() -> str:
 def read_status(folder: Path, key: str) -> dict[str, Any]:
     """An expert's status, or {} while there is none (or it is being written)."""
     try:
-        return json.loads((folder / key / "status.json").read_text())
+        return json.loads((folder / key / "status.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
@@ -62,7 +62,7 @@ def write_failure(folder: Path, key: str, error: BaseException) -> None:
 def mark_failed_at_start(folder: Path, key: str, reason: str) -> None:
     """An expert whose process never started training: the reason goes to its status, its log and the console."""
     log.error("%s failed: %s", key, reason)
-    with open(folder / f"{key}.log", "a") as f:
+    with open(folder / f"{key}.log", "a", encoding="utf-8") as f:
         f.write(f"{now()} ERROR {key} failed: {reason}\n")
     write_status(folder, key, {"status": "failed", "error": reason, "ended": now()})
 
@@ -116,6 +116,6 @@ def write_progress(folder: Path, key: str, message: dict[str, Any]) -> None:
 
 def read_progress(folder: Path, key: str) -> dict[str, Any]:
     try:
-        return json.loads((folder / key / "progress.json").read_text())
+        return json.loads((folder / key / "progress.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return {}

@@ -18,7 +18,7 @@ from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import check_data_files, check_rows, load_data
 from neuro_trigger.errors import UserError
-from neuro_trigger.judge.assemble import start_summary
+from neuro_trigger.judge.assemble import missing_run_files, start_summary
 from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots
 from neuro_trigger.judge.run_size import estimated_run_bytes
 from neuro_trigger.run.files import read_json, write_json
@@ -252,11 +252,14 @@ def resume(folder: Path, show_progress: bool = True, verbose: bool = False, laun
                 raise UserError(f"--resume {folder}: {key} is still training in process {state['pid']} "
                                 f"(left from the run that started it); stop it first (kill {state['pid']})")
         unplotted = _missing_figures(folder, resolved)
-        if summary.get("status") == "finished" and not unplotted:
+        lacking = missing_run_files(folder) if summary.get("status") == "finished" else []
+        if summary.get("status") == "finished" and not unplotted and not lacking:
             log.info("%s finished already and is complete: nothing to resume, nothing changed", folder)
             return RunResult(folder, summary)
         handler = setup_logging(folder)
         try:
+            if lacking:  # it stopped after its training (a crash while writing them): assembled again
+                log.info("%s finished its training but lacks %s: assembling it again", folder, ", ".join(lacking))
             with stop_on_signals():
                 return _resume(folder, resolved, summary, unplotted, show_progress, started, verbose,
                                launcher, cli_slurm, detach)

@@ -34,7 +34,7 @@ def setup_console() -> None:
 
 
 def setup_logging(folder: Path) -> logging.Handler:
-    handler = logging.FileHandler(folder / "app.log")
+    handler = logging.FileHandler(folder / "app.log", encoding="utf-8", errors="surrogateescape")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

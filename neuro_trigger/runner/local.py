@@ -82,7 +82,7 @@ def _figures_child(folder: Path, key: str, split: str, handle: SharedColumns, ru
     with job_process(run_pid):
         job_output(folder, f"{key}.log")
         expert_logging(folder, key)
-        config = json.loads((folder / "config.json").read_text())["experts"][key]
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))["experts"][key]
         store = ColumnStore.from_shared(handle)
         try:
             if report:

@@ -151,7 +151,7 @@ class ExpertJob(submitit.helpers.Checkpointable):
                 last_report[0] = time.time()
 
         try:
-            resolved = json.loads((folder / "config.json").read_text())
+            resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
             run_expert(folder, key, stores, report, resume_from, plots=False, verbose=verbose)
         except KeyboardInterrupt:
@@ -175,7 +175,7 @@ def plots_job(folder: str, key: str, splits: list[str]) -> str:
     if status_of(folder, key) != "finished":
         return "skipped"
     _job_logging(folder, key)
-    resolved = json.loads((folder / "config.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     for split in splits:
         write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
@@ -186,10 +186,10 @@ def tables_job(folder: str) -> str:
     """The run's prediction tables from every finished expert; a marker tells the assemble job."""
     folder = Path(folder)
     stop_job_on_signals()
-    resolved = json.loads((folder / "config.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     write_prediction_tables(folder, stores)
-    (folder / "slurm" / "tables.done").write_text(json.dumps(_finished_experts(folder, resolved)))
+    (folder / "slurm" / "tables.done").write_text(json.dumps(_finished_experts(folder, resolved)), encoding="utf-8")
     return "written"
 
 
@@ -198,10 +198,10 @@ def assemble_job(folder: str, interrupted: bool = False) -> str:
     folder = Path(folder)
     if not interrupted:
         stop_job_on_signals()
-    resolved = json.loads((folder / "config.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
     marker = folder / "slurm" / "tables.done"
-    tables_written = marker.is_file() and json.loads(marker.read_text()) == _finished_experts(folder, resolved)
+    tables_written = marker.is_file() and json.loads(marker.read_text("utf-8")) == _finished_experts(folder, resolved)
     summary = finish_run(folder, stores, tables_written=tables_written, interrupted=interrupted)
     return summary["status"]
 
@@ -278,7 +278,7 @@ def submit(folder: Path, resolved: dict[str, Any], keys: list[str], unplotted: l
 
 def read_jobs(folder: Path) -> list[dict[str, Any]]:
     path = folder / JOBS_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
 def all_job_ids(folder: Path) -> list[str]:
@@ -308,7 +308,7 @@ def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool
     summary.json; if every job is gone without it (cancelled), assemble here. Returns the summary."""
     view = ProgressView(keys, show)
     ids = [*submission["experts"].values(), *(v for k, v in submission.items() if k != "experts")]
-    settings = json.loads((folder / "config.json").read_text())["global"]
+    settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))["global"]
     stalls = StallWatch(settings["stall_warn_s"], settings["stall_stop_s"], view.update, clock=time.time)
     seen: dict[str, str] = {}
     gone_since = None
@@ -362,12 +362,12 @@ def _watch(folder: Path, key: str, job: str | None, stalls: StallWatch) -> None:
 
 def assemble_here(folder: Path, interrupted: bool = False) -> dict[str, Any]:
     """The assemble job's work, done by the submitting command (after scancel, say)."""
-    for key in json.loads((folder / "config.json").read_text())["experts"]:
+    for key in json.loads((folder / "config.json").read_text(encoding="utf-8"))["experts"]:
         if status_of(folder, key) == "running":  # its job is gone: it was killed before it could say so
             update_status(folder, key, status="interrupted", ended=now(),
                           epochs_done=epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt"))
     assemble_job(str(folder), interrupted)
-    return json.loads((folder / "summary.json").read_text())
+    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
 
 
 def wait_for_experts(folder: Path, keys: list[str], timeout_s: float = 90) -> None:

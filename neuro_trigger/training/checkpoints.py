@@ -200,6 +200,14 @@ class PatienceStopping(EarlyStopping):
         """EarlyStopping's key: a checkpoint of an earlier version resumes with its patience count."""
         return super().state_key.replace(type(self).__qualname__, "EarlyStopping", 1)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A fit resumed from a checkpoint of the epoch that stopped it early trains no further epoch: Lightning
+        restores this callback's state, not the trainer's should_stop, and would train one more (its result
+        then stops it again)."""
+        super().on_train_start(trainer, pl_module)
+        if self.wait_count >= self.patience or self.stopping_reason != EarlyStoppingReason.NOT_STOPPED:
+            trainer.should_stop = True
+
     def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or trainer.fast_dev_run:

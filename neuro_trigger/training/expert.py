@@ -17,17 +17,17 @@ from typing import Any
 
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
-from neuro_trigger.judge.expert_results import write_expert_results
+from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots, write_expert_results
 from neuro_trigger.run.status import epochs_in_checkpoint, now, write_status
 from neuro_trigger.run.weights import load_weights_into
 from neuro_trigger.training.devices import torch_device, trainer_hardware
-from neuro_trigger.training.stopping import process_start_time
+from neuro_trigger.training.stopping import process_start_time, signals_deferred
 
 log = logging.getLogger("neuro_trigger")
 
 
 def expert_logging(folder: Path, key: str) -> logging.Handler:
-    handler = logging.FileHandler(folder / f"{key}.log")
+    handler = logging.FileHandler(folder / f"{key}.log", encoding="utf-8", errors="surrogateescape")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
@@ -41,7 +41,8 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
 
     Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
     `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
-    the number of epochs done, and KeyboardInterrupt is raised. `threads` (a shared integer) is
+    the number of epochs done, and KeyboardInterrupt is raised; once the training is over, a stop waits until
+    the results and the status "finished" are written, and is raised then. `threads` (a shared integer) is
     the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
     False leaves the figures to expert_results.write_expert_plots (a parallel run draws them in jobs of their own).
     `verbose` lets Lightning's banners and routine warnings through.
@@ -55,7 +56,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
 
     quiet_lightning(verbose)
     report = report or (lambda message: None)
-    resolved = json.loads((folder / "config.json").read_text())
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config = resolved["experts"][key]
     expert_dir = folder / key
     expert_dir.mkdir(exist_ok=True)
@@ -113,18 +114,27 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
                     trainer.current_epoch, checkpoint.saved_epochs)
         raise KeyboardInterrupt from None
 
-    best = checkpoint.best_model_path or checkpoint.last_model_path
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    module.to("cpu").float()  # predictions and weights.json in float32 whatever the training precision
-    write_expert_results(expert_dir, module, config, stores, plots=plots)
-    status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
-                  monitor=monitored_loss(config),
-                  best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
-                  else math.nan, ended=now())
-    write_status(folder, key, status)
-    report({"expert": config["expert"], "status": "finished", "epoch": trainer.current_epoch - 1,
-            "max_epochs": config["epochs"], "val_loss": status["best_val_loss"]})
+    # the training is over: its results and its status "finished" are written whole before a stop (Ctrl-C,
+    # SIGTERM, SIGHUP) is honoured, which is raised once they are; stopped in between, the expert would be left
+    # "interrupted" without its epochs, and a resume would train it again. Its figures come after (a stop while
+    # drawing them leaves them to a resume, which draws every missing figure), so a stop waits only for the files.
+    with signals_deferred():
+        best = checkpoint.best_model_path or checkpoint.last_model_path
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+        module.to("cpu").float()  # predictions and weights.json in float32 whatever the training precision
+        write_expert_results(expert_dir, module, config, stores, plots=False)
+        status.update(status="finished", epochs_done=trainer.current_epoch, best_checkpoint=str(Path(best).name),
+                      monitor=monitored_loss(config),
+                      best_val_loss=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
+                      else math.nan, ended=now())
+        write_status(folder, key, status)
+        report({"expert": config["expert"], "status": "finished", "epoch": trainer.current_epoch - 1,
+                "max_epochs": config["epochs"], "val_loss": status["best_val_loss"]})
+    if plots:
+        for split in PLOT_SPLITS:
+            if split in stores:
+                write_expert_plots(expert_dir, config, stores[split], split)
     return status
 
 

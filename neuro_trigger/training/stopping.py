@@ -62,6 +62,31 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While inside, SIGINT, SIGTERM and SIGHUP are only recorded; on leaving, the handlers before are back and
+    the first of them is raised again, so it acts as it would have (Stopped, KeyboardInterrupt, or the default
+    action): for a short step that must finish whole once begun. Python-level handlers, as those are what turn a
+    signal into an exception (pthread_sigmask alone would not hold a Python handler back). Outside the main
+    thread signals cannot be caught; then this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if received:
+            signal.raise_signal(received[0])
+
+
 def stop_job_on_signals() -> None:
     """In a job process: SIGINT, SIGTERM and SIGHUP interrupt it (Lightning then stops gracefully).
 
@@ -95,7 +120,7 @@ def job_process(run_pid: int | None = None) -> Iterator[None]:
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/<pid>/stat after the command name (field 3, the state, first); None where it cannot be read."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace").rsplit(")", 1)[1].split()
     except OSError:
         return None
 

@@ -30,7 +30,7 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     body = table[COLUMNS].to_csv(
         sep="\t", header=False, index=False, float_format="%.7g", lineterminator="\n"
     )
-    data = (header + body).encode()
+    data = (header + body).encode("utf-8")
     if path.suffix == ".gz":
         data = gzip.compress(data, compresslevel=1, mtime=0)  # no time, no name: the same table, the same bytes
     path.write_bytes(data)
@@ -79,7 +79,7 @@ def write_predictions(
             if i == 0:
                 if len(starts) > 1:
                     eol = text[ends[0]:starts[1]]  # the header's own line break: "\n" or "\r\n"
-                sink.write(text[:ends[0]] + ("\t" + "\t".join(PREDICTION_COLUMNS)).encode() + eol + eol)
+                sink.write(text[:ends[0]] + ("\t" + "\t".join(PREDICTION_COLUMNS)).encode("utf-8") + eol + eol)
             if n == 0:
                 continue
             if pending_break:

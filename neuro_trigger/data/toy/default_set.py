@@ -40,7 +40,7 @@ def write_atomic(table: pd.DataFrame, path: Path) -> Path:
 def default_dataset_current() -> bool:
     """Whether the default files exist and were written by this version of the generator."""
     stamp = DEFAULT_DIR / "VERSION"
-    return (stamp.is_file() and stamp.read_text().strip() == TOY_VERSION
+    return (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == TOY_VERSION
             and all((REPO_ROOT / DEFAULT_FILES[split]).is_file() for split in SPLITS))
 
 
@@ -54,6 +54,6 @@ def ensure_default_dataset() -> dict[str, Path]:
     for split, path in paths.items():
         write_atomic(generate(DEFAULT_TRACKS[split], split_seed(DEFAULT_SEED, split)), path)
     tmp = stamp.with_name(f".VERSION.{os.getpid()}.{uuid.uuid4().hex}")
-    tmp.write_text(TOY_VERSION + "\n")
+    tmp.write_text(TOY_VERSION + "\n", encoding="utf-8")
     os.replace(tmp, stamp)
     return paths

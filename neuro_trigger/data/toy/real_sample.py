@@ -50,7 +50,7 @@ REAL_STATS: dict[str, Any] = {
 
 def read_real_input_stats(path: str | Path = REAL_INPUT_STATS_FILE) -> pd.DataFrame:
     """The real sample's per-input statistics: a DataFrame indexed by input column (27 rows)."""
-    stats = pd.read_csv(path).set_index("column")
+    stats = pd.read_csv(path, encoding="utf-8").set_index("column")
     missing = [c for c in INPUT_COLUMNS if c not in stats.index]
     if missing:
         raise ValueError(f"{path}: no statistics for {missing}")
