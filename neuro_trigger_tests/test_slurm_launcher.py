@@ -17,7 +17,7 @@ import pytest
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.runner.api import resume, train
-from neuro_trigger.runner.slurm import all_job_ids, queued_jobs
+from neuro_trigger.runner.slurm_queue import all_job_ids, queued_jobs
 from neuro_trigger_tests.run_helpers import start, status, toy_splits, wait_for
 
 pytestmark = pytest.mark.slurm

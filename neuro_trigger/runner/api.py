@@ -147,6 +147,7 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
               started: float, verbose: bool) -> RunResult:
     """Submit the run's jobs; follow them on the console (Ctrl-C cancels them) unless `detach`."""
     from neuro_trigger.runner import slurm as slurm_launcher
+    from neuro_trigger.runner import slurm_follow, slurm_queue
 
     submission = slurm_launcher.submit(folder, resolved, keys, unplotted, settings, verbose)
     log.info("submitted to SLURM: experts %s, figures %s, tables %s, assemble %s",
@@ -156,12 +157,12 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
         slurm_launcher.print_detached(folder, submission)
         return RunResult(folder, read_json(folder / "summary.json", "summary.json"), submitted=True)
     try:
-        summary = slurm_launcher.follow(folder, submission, keys, show)
+        summary = slurm_follow.follow(folder, submission, keys, show)
     except KeyboardInterrupt:
         log.warning("interrupted: cancelling the run's SLURM jobs")
-        slurm_launcher.cancel(folder)
-        slurm_launcher.wait_for_experts(folder, keys)
-        slurm_launcher.assemble_here(folder, interrupted=True)
+        slurm_queue.cancel(slurm_queue.all_job_ids(folder))
+        slurm_queue.wait_for_experts(folder, keys)
+        slurm_follow.assemble_here(folder, interrupted=True)
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
     return _report_end(folder, resolved, summary, started)
@@ -284,9 +285,9 @@ def _refuse_live_jobs(folder: Path, resolved: dict[str, Any]) -> None:
     """--resume refuses while any job of the run is still queued or running on SLURM."""
     if resolved.get("launcher", {}).get("name") != "slurm" and not (folder / "slurm_jobs.json").is_file():
         return
-    from neuro_trigger.runner import slurm as slurm_launcher
+    from neuro_trigger.runner import slurm_queue
 
-    queued = slurm_launcher.queued_jobs(slurm_launcher.all_job_ids(folder))
+    queued = slurm_queue.queued_jobs(slurm_queue.all_job_ids(folder))
     if queued:
         ids = ", ".join(f"{j} ({state.lower()})" for j, state in sorted(queued.items()))
         raise UserError(f"--resume {folder}: jobs of this run are still on SLURM: {ids}; wait for them or "

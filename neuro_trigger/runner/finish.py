@@ -1,6 +1,6 @@
 """The end of every run, whichever launcher trained it: the run-level files and the journal line.
 
-Both launchers end here (runner/api.py after local runs, runner/slurm.py's assemble job), so neither
+Both launchers end here (runner/api.py after local runs, runner/slurm_jobs.py's assemble job), so neither
 needs the other.
 """
 from __future__ import annotations
