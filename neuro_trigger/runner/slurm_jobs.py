@@ -23,7 +23,7 @@ from neuro_trigger.judge.expert_results import write_expert_plots
 from neuro_trigger.run.prediction_tables import write_prediction_tables
 from neuro_trigger.run.status import ENDED, now, read_status, status_of, update_status, write_failure, write_progress
 from neuro_trigger.runner.finish import finish_run
-from neuro_trigger.training.expert import expert_logging, run_expert
+from neuro_trigger.training.expert import expert_logging, run_expert, slurm_job_id
 from neuro_trigger.training.stopping import stop_job_on_signals
 
 log = logging.getLogger("neuro_trigger")
@@ -47,7 +47,7 @@ class ExpertJob(submitit.helpers.Checkpointable):
         last = folder / key / "ckpts" / "last.ckpt"
         resume_from = last if last.is_file() else None
         if resume_from is not None:
-            log.info("%s: SLURM job %s continues from %s", key, os.environ.get("SLURM_JOB_ID"), resume_from)
+            log.info("%s: SLURM job %s continues from %s", key, slurm_job_id(), resume_from)
         import torch
 
         # the job's own cores, at most 4: more threads than that only wait on each other (runner/local.py)
