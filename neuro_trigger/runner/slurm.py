@@ -57,6 +57,14 @@ def sbatch_options(settings: dict[str, Any]) -> list[str]:
     return options
 
 
+def warning_margin_s(time_min: int) -> int:
+    """How long before its time limit a job is told (USR2: submitit requeues an expert's job, which keeps its
+    checkpoint): 120 s, but at most a quarter of the limit. SLURM checks its jobs' limits about every 30 s and
+    sends the warning up to that much early, so a 120 s margin on a 1 or 2 minute limit came at the first check
+    and requeued the job before it had trained."""
+    return min(120, time_min * 60 // 4)
+
+
 def check_cluster(resolved: dict[str, Any], cli: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Everything about the cluster a user can get wrong, before any run folder: SLURM there and reachable,
     settings sbatch accepts, hardware the jobs will have. Returns each expert's settings."""
@@ -88,11 +96,12 @@ def _executor(folder: Path, name: str, settings: dict[str, Any] | None, dependen
     extra: dict[str, Any] = {"kill_on_invalid_dep": "yes"}
     params: dict[str, Any] = {"job_name": name, "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"
                                                         "${PYTHONPATH:+:$PYTHONPATH}"],
-                              "signal_delay_s": 120, "stderr_to_stdout": True}
+                              "stderr_to_stdout": True}
     if settings is None:  # the small jobs: figures, tables, assembling
-        params.update(time=60, cpus_per_task=1, mem="4G")
+        params.update(time=60, cpus_per_task=1, mem="4G", signal_delay_s=warning_margin_s(60))
     else:
-        params.update(time=settings["time_min"], cpus_per_task=settings["cpus_per_expert"],
+        params.update(time=settings["time_min"], signal_delay_s=warning_margin_s(settings["time_min"]),
+                      cpus_per_task=settings["cpus_per_expert"],
                       mem=f"{max(1, round(settings['mem_gb'] * 1024))}M",
                       array_parallelism=settings["array_parallelism"])
         if settings["partition"]:
