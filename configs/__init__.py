@@ -59,6 +59,8 @@ configs = {
             "account": None,
             "array_parallelism": 32,
             "extra": {},
+            "side_time_min": 60,
+            "side_mem_gb": 4,
         },
         "data": TOY_DATA,
     },

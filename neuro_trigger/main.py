@@ -51,7 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --launcher slurm: print the job ids and return once submitted")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="let Lightning's banners, tips and routine warnings into the console and expert logs")
-    parser.add_argument("--log-root", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--log-root", type=Path, default=None, metavar="FOLDER",
+                        help="where the run folders and the journal log.txt go, instead of log/ of this checkout "
+                             "(or /tmp/nt_pytorch_debug_log for a debug run); with --launcher slurm, a folder the "
+                             "nodes see")
     return parser.parse_args(argv)
 
 

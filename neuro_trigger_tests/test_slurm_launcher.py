@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +19,7 @@ import pytest
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.runner.api import resume, train
-from neuro_trigger.runner.slurm import all_job_ids, queued_jobs
+from neuro_trigger.runner.slurm_queue import all_job_ids, queued_jobs
 from neuro_trigger_tests.run_helpers import start, status, toy_splits, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -236,6 +238,7 @@ def assert_refused(done: subprocess.CompletedProcess, log_root: Path, *parts: st
     (["-p", "--launcher", "slurm", "--slurm", "partition=nosuchpartition"], ["sbatch refuses", "--partition"]),
     (["-p", "--launcher", "slurm", "--slurm", "extra.nosuchoption=1"], ["sbatch refuses"]),
     (["-p", "--launcher", "slurm", "-m", "accelerator=gpu"], ["gpus_per_expert"]),
+    (["-p", "--launcher", "slurm", "--slurm", "side_mem_gb=100000"], ["sbatch refuses", "side_mem_gb"]),
 ])
 def test_mistakes_are_one_line_and_submit_nothing(slurm_cluster, tmp_path, args, parts):
     assert_refused(run_cli(tmp_path / "log", "baseline_v2", *args), tmp_path / "log", *parts)
@@ -281,3 +284,208 @@ def test_a_stopped_expert_job_is_warned_about_then_cancelled_as_failed(slurm_clu
     assert state["status"] == "failed" and "without progress" in state["error"], state
     assert json.loads((folder / "summary.json").read_text())["experts"]["expert_3"]["status"] == "failed"
     wait_for(lambda: queued_jobs([job]) == {}, "the stalled job to leave the queue", 120)
+
+
+# ---------------------------------------------------------------------------------------------- issue 21
+def detached(tmp_path: Path, data: dict, description: str, slurm: list[str], *overrides: str) -> tuple[Path, str]:
+    """A detached run of `data` through the CLI; returns its folder and what the command said on stderr."""
+    proc = start("baseline_v2", "-p", "-d", description, "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--detach", "--slurm", *slurm, "-m", "data=" + repr(data), *overrides)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    return Path(out.strip().splitlines()[-1]), err
+
+
+def scancel_run(folder: Path) -> None:
+    arrays = sorted({j.split("_")[0] for j in all_job_ids(folder)})
+    if arrays:
+        subprocess.run(["scancel", *arrays], check=False)
+
+
+def queue_rows(folder: Path, fields: str) -> dict[str, list[str]]:
+    """squeue's `fields` (a format, `|` between them) of every task of the run's jobs, by job id."""
+    arrays = sorted({j.split("_")[0] for j in all_job_ids(folder)})
+    shown = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", f"%i|{fields}"],
+                           capture_output=True, text=True, check=True).stdout
+    return {line.split("|")[0]: line.split("|")[1:] for line in shown.splitlines() if line.strip()}
+
+
+def test_every_job_gets_the_users_settings_and_resume_waits_for_them(slurm_cluster, data, tmp_path):
+    """Issue 21 (1, 4): the figures, tables and assemble jobs get the user's account, partition, qos and `extra`
+    options as the experts do, and a time and memory of their own (side_time_min, side_mem_gb). The --detach output
+    names slurm_jobs.json and where each job's log is, and warns once that the nodes must see data_cache/ and the
+    Python the jobs run. While the jobs wait (a begin time an hour away), --resume refuses, whichever launcher."""
+    tag = f"nt-{tmp_path.name}"
+    folder, err = detached(tmp_path, data, "settings test",
+                           [*SLURM, "account=belle2", "partition=debug", "side_time_min=7", "side_mem_gb=0.5",
+                            "extra.qos=normal", f"extra.comment={tag}", "extra.begin=now+3600"],
+                           "experts=[0, 3]", "epochs=1")
+    try:
+        rows = queue_rows(folder, "%j|%a|%P|%k|%l|%m")
+        names = {row[0] for row in rows.values()}
+        assert names == {"nt-baseline_v2", "nt-baseline_v2-plots", "nt-baseline_v2-tables",
+                         "nt-baseline_v2-assemble"}, rows
+        for job, (name, account, partition, comment, limit, memory) in rows.items():
+            assert (account, partition, comment) == ("belle2", "debug", tag), (job, rows[job])
+            side = name != "nt-baseline_v2"
+            assert (limit, memory) == (("7:00", "512M") if side else ("10:00", "1G")), (job, rows[job])
+            script = subprocess.run(["scontrol", "write", "batch_script", job, "-"], capture_output=True, text=True,
+                                    check=True).stdout
+            assert "--qos=normal" in script and "--begin=now+3600" in script, (job, script)
+        assert "slurm_jobs.json" in err and f"{folder / 'slurm'}/" in err, err
+        cluster_notes = [line for line in err.splitlines() if "data_cache" in line]
+        assert len(cluster_notes) == 1 and sys.executable in cluster_notes[0], err
+        for launcher in (["--launcher", "local"], []):
+            done = run_cli(tmp_path / "other", "--resume", str(folder), *launcher)
+            assert done.returncode == 2, done.stderr
+            line = done.stderr.strip().splitlines()[-1]
+            assert "still on SLURM" in line and job_of(folder, "expert_3") in line, line
+    finally:
+        scancel_run(folder)
+
+
+REFUSING_SBATCH = """#!/bin/bash
+# sbatch, except that it refuses the {name} job (told by its job name in the submission script)
+for arg in "$@"; do
+    if [[ -f $arg ]] && grep -q -- '--job-name=nt-.*-{name}$' "$arg"; then
+        echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination" >&2
+        exit 1
+    fi
+done
+exec {real} "$@"
+"""
+
+
+def refusing_sbatch(folder: Path, name: str) -> dict[str, str]:
+    """An environment whose `sbatch` refuses the run's `name` job and passes every other call to the real one."""
+    folder.mkdir()
+    (folder / "sbatch").write_text(REFUSING_SBATCH.format(name=name, real=shutil.which("sbatch")))
+    (folder / "sbatch").chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_refused_submission_cancels_what_it_submitted_and_leaves_an_honest_folder(slurm_cluster, data, tmp_path):
+    """Issue 21 (1): sbatch refuses the assemble job after the experts, figures and tables were submitted (as at a
+    site that wants --account for it): one line and exit 2, not submitit's traceback and sbatch's own text; every job
+    id was recorded as it was submitted and those jobs are cancelled; no pickle or submission file is left; summary.json
+    says the run failed and why, no expert `queued`. --resume then trains the run to its end."""
+    log_root = tmp_path / "log"
+    done = run_cli(log_root, "baseline_v2", "-p", "-d", "refused", "--launcher", "slurm", "--slurm", *SLURM,
+                   "-m", "data=" + repr(data), "experts=[0, 3]", "epochs=2",
+                   env=refusing_sbatch(tmp_path / "bin", "assemble"))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "assemble" in lines[-1] and "Invalid account" in lines[-1], lines
+    assert "Traceback" not in done.stderr and sum("Invalid account" in line for line in lines) == 1, done.stderr
+    folder = log_root / "baseline_v2" / "version_0"
+    record = json.loads((folder / "slurm_jobs.json").read_text())
+    assert len(record) == 1 and len(record[0]["experts"]) == 2 and {"plots", "tables"} <= set(record[0]), record
+    assert "assemble" not in record[0]
+    wait_for(lambda: queued_jobs(all_job_ids(folder)) == {}, "the submitted jobs to be cancelled", 60)
+    left = [p.relative_to(folder).as_posix() for p in (folder / "slurm").rglob("*")
+            if p.name.endswith(".pkl") or "submission" in p.name]
+    assert left == []
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "failed" and "Invalid account" in summary["error"], summary
+    assert {e["status"] for e in summary["experts"].values()} <= {"not started", "interrupted"}, summary["experts"]
+    assert "Invalid account" in (folder / "app.log").read_text()
+    assert "refused [failed]" in (log_root / "log.txt").read_text()
+
+    done = run_cli(log_root, "--resume", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((folder / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_two_minute_time_limit_leaves_time_to_train(slurm_cluster, long_data, tmp_path):
+    """Issue 21 (2, 4): with time_min=2 the warning SLURM sends before the time limit (on which submitit requeues the
+    job) comes after a minute, not at once: a fixed 120 s margin had it sent at the job's first check, within 30 s of
+    its start. The requeued expert's log names its array task, as its status does, not the task's raw job id."""
+    folder, _ = detached(tmp_path, long_data, "time limit test", ["cpus_per_expert=1", "mem_gb=1", "time_min=2"],
+                         "experts=[0, 3]", "batch_size=8", "epochs=100000", "plot_every=1000",
+                         "early_stopping_patience=100000")
+    try:
+        task = job_of(folder, "expert_3")
+        logs = folder / "slurm" / task / f"{task}_0_log.out"
+        wait_for(lambda: logs.exists() and "USR2" in logs.read_text(), "the time limit's warning", 240)
+        started, warned = (_log_time(logs.read_text(), text) for text in ("Starting with", "USR2"))
+        assert (warned - started).total_seconds() >= 45, logs.read_text()
+        log = folder / "expert_3.log"
+        wait_for(lambda: "continues from" in log.read_text(), "the requeued job to go on", 240)
+        assert f"SLURM job {task} continues from" in log.read_text()
+    finally:
+        scancel_run(folder)
+
+
+def _log_time(text: str, part: str) -> datetime:
+    """The time of the first line of submitit's log that holds `part`."""
+    line = next(line for line in text.splitlines() if part in line)
+    return datetime.fromisoformat(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line).group())
+
+
+def test_the_attached_view_shows_every_job_as_it_is(slurm_cluster, data, tmp_path):
+    """Issue 21 (3, 4): `starting` while an expert's job starts Python (SLURM says it runs, it has not yet written its
+    status), then, once the experts have ended, the figures, tables and assemble jobs and how they ended. The figures
+    job logs into a log of its own, not into the expert's."""
+    proc = start("baseline_v2", "-p", "-d", "view test", "--log-root", str(tmp_path), "--launcher", "slurm",
+                 "--slurm", *SLURM, "-m", "data=" + repr(data), "experts=[3]", "epochs=2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    lines = err.splitlines()
+    assert "expert_3: starting" in lines, err
+    assert lines.index("expert_3: starting") < min(i for i, line in enumerate(lines)
+                                                   if line.startswith("expert_3: finished")), err
+    for job in ("figures", "tables", "assemble"):
+        assert f"{job}: finished" in lines, err
+    folder = tmp_path / "baseline_v2" / "version_0"
+    plots = json.loads((folder / "slurm_jobs.json").read_text())[-1]["plots"]
+    own = "".join(p.read_text() for p in (folder / "slurm").glob(f"{plots}*/*_log.out"))
+    assert "expert_3: drawing its figures" in own, own
+    expert_log = (folder / "expert_3.log").read_text()
+    assert "figures" not in expert_log and expert_log.count("Exiting after successful completion") == 1, expert_log
+
+
+def test_a_detached_runs_summary_and_app_log_follow_its_jobs(slurm_cluster, data, tmp_path):
+    """Issue 21 (3): while the tables job is held, summary.json says the experts finished, the figures too, and the
+    tables and assemble jobs wait; once the assemble job ends, app.log has the verdict per expert and "done"."""
+    folder, _ = detached(tmp_path, data, "detached test", SLURM, "experts=[0, 3]", "epochs=2")
+    tables = json.loads((folder / "slurm_jobs.json").read_text())[-1]["tables"]
+    subprocess.run(["scontrol", "hold", tables], check=True)
+    try:
+        def figures_drawn() -> bool:
+            summary = json.loads((folder / "summary.json").read_text())
+            return summary.get("jobs", {}).get("figures", {}).get("status") == "finished"
+
+        wait_for(figures_drawn, "the experts and their figures", 240)
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "running"
+        assert {key: e["status"] for key, e in summary["experts"].items()} == {"expert_0": "finished",
+                                                                               "expert_3": "finished"}
+        assert summary["jobs"]["tables"]["status"] == summary["jobs"]["assemble"]["status"] == "queued", summary["jobs"]
+    finally:
+        subprocess.run(["scontrol", "release", tables], check=False)
+    journal = tmp_path / "log.txt"
+    wait_for(lambda: journal.exists() and "detached test" in journal.read_text(), "the assemble job", 240)
+    wait_for(lambda: queued_jobs(all_job_ids(folder)) == {}, "the run's jobs to leave the queue", 60)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert {job["status"] for job in summary["jobs"].values()} == {"finished"}, summary["jobs"]
+    app = (folder / "app.log").read_text()
+    assert "expert_3: 2/2 epochs; val z resolution" in app and "done in" in app and str(folder) in app
+
+
+def test_gpus_asked_of_a_cluster_without_any(slurm_cluster, tmp_path):
+    """Issue 21 (4): one line that says the cluster has no GPUs, not sbatch's 'Invalid generic resource'."""
+    done = run_cli(tmp_path / "log", "baseline_v2", "-p", "--launcher", "slurm", "--slurm", "gpus_per_expert=1",
+                   "-m", "accelerator=gpu")
+    assert_refused(done, tmp_path / "log", "gpus_per_expert=1", "no GPU")
+    assert "generic resource" not in done.stderr
+    assert jobs_submitted_from(tmp_path) == []
+
+
+def test_log_root_is_told_of():
+    """Issue 21 (4): --log-root (a run folder the nodes see) is in --help and the README."""
+    done = subprocess.run([sys.executable, "neuro_trigger/main.py", "--help"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert "--log-root" in done.stdout
+    assert "--log-root" in (REPO_ROOT / "README.md").read_text()

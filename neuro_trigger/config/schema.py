@@ -142,17 +142,23 @@ def _sbatch_options(v: dict) -> str | None:
 
 # The SLURM launcher's settings (runner/slurm.py); `--slurm KEY=VALUE` overrides them for a run.
 SLURM_KEYS: dict[str, Key] = {
-    "partition": Key((str,), "partition the jobs go to; None: the cluster's default", nullable=True, default=None),
+    "partition": Key((str,), "partition every job of the run goes to; None: the cluster's default", nullable=True,
+                     default=None),
     "time_min": Key((int,), "time limit of an expert's job in minutes (it is requeued and continues from its "
                     "last checkpoint when it runs out)", Bound(1), default=60),
     "cpus_per_expert": Key((int,), "CPU cores per expert job (at most 4 are used for training)", Bound(1), default=2),
     "mem_gb": Key(NUMBER, "memory per expert job in GB", POSITIVE, default=4),
     "gpus_per_expert": Key((int,), "GPUs per expert job (`--gpus-per-node`); set with accelerator gpu", Bound(0),
                            default=0),
-    "account": Key((str,), "account charged; None: the user's default", nullable=True, default=None),
+    "account": Key((str,), "account every job of the run is charged to; None: the user's default", nullable=True,
+                   default=None),
     "array_parallelism": Key((int,), "expert jobs of a run running at once", Bound(1), default=32),
-    "extra": Key((dict,), "more sbatch options, e.g. {'qos': 'short', 'constraint': 'a100'}", _sbatch_options,
-                 default={}),
+    "extra": Key((dict,), "more sbatch options for every job of the run, e.g. {'qos': 'short', 'constraint': "
+                 "'a100'}", _sbatch_options, default={}),
+    "side_time_min": Key((int,), "time limit in minutes of each of the run's other jobs: an expert's figures, the "
+                         "prediction tables, the assembling of the folder", Bound(1), default=60),
+    "side_mem_gb": Key(NUMBER, "memory in GB of each of the run's other jobs; raise it for large data sets (the "
+                       "tables and assemble jobs hold every split's rows and predictions)", POSITIVE, default=4),
 }
 def _fixed_point_precision(v: list) -> str | None:
     if len(v) != 6 or not all(isinstance(n, int) and not isinstance(n, bool) for n in v):

@@ -1,10 +1,9 @@
 """summary.json from a run's start to its end, and the run-level files assembled from the experts' parts.
 
-`start_summary` writes it before any expert trains; `refresh_summary` brings its experts up to date after
-one of them ended outside a runner that assembles (a SLURM job); `assemble` then combines whatever experts
-finished into weights.json, the prediction files, mean_expert/ and the final summary.json with the metrics
-over all experts. It judges (the metrics over all experts), so it sits in judge/, where both launchers in
-runner/ reach it.
+`start_summary` writes it before any expert trains (the SLURM launcher's jobs keep it up to date while they
+run: runner/slurm_jobs.py); `assemble` then combines whatever experts finished into weights.json, the
+prediction files, mean_expert/ and the final summary.json with the metrics over all experts. It judges (the
+metrics over all experts), so it sits in judge/, where both launchers in runner/ reach it.
 """
 from __future__ import annotations
 
@@ -45,23 +44,6 @@ def start_summary(folder: Path, resolved: dict, stores: dict[str, ColumnStore], 
     }
     write_json(folder / "summary.json", summary)
     return summary
-
-
-def refresh_summary(folder: Path) -> None:
-    """summary.json's experts as their status files say, after one of them stopped or failed outside a runner
-    that would assemble the folder (a SLURM job): the run is "interrupted" or "failed" once none of them is
-    running. Assembling the folder later replaces this with the whole summary."""
-    import fcntl
-
-    with open(folder / ".summary.lock", "a", encoding="utf-8") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        summary = read_json(folder / "summary.json", "summary.json")
-        statuses = {key: summary_status(folder, key) for key in summary["experts"]}
-        states = {s["status"] for s in statuses.values()}
-        summary["experts"] = statuses
-        if "running" not in states and summary.get("status") == "running":
-            summary["status"] = "interrupted" if "interrupted" in states else "failed"
-        write_json(folder / "summary.json", summary)
 
 
 def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,

@@ -25,8 +25,8 @@ from neuro_trigger.run.files import read_json, write_json
 from neuro_trigger.run.folder import create_run_folder, ensure_writable, write_git_snapshot
 from neuro_trigger.run.status import read_status, status_of
 from neuro_trigger.run.weights import check_weights_file
-from neuro_trigger.runner.console import setup_console, setup_logging, verdict_lines
-from neuro_trigger.runner.finish import finish_run
+from neuro_trigger.runner.console import setup_console, setup_logging
+from neuro_trigger.runner.finish import finish_run, log_end
 from neuro_trigger.runner.local import run_in_process, run_parallel
 from neuro_trigger.runner.options import check_launcher
 from neuro_trigger.runner.processes import start_process_server
@@ -147,8 +147,10 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
               started: float, verbose: bool) -> RunResult:
     """Submit the run's jobs; follow them on the console (Ctrl-C cancels them) unless `detach`."""
     from neuro_trigger.runner import slurm as slurm_launcher
+    from neuro_trigger.runner import slurm_follow, slurm_queue
 
-    submission = slurm_launcher.submit(folder, resolved, keys, unplotted, settings, verbose)
+    submission = slurm_launcher.submit(folder, resolved, keys, unplotted, settings, verbose,
+                                       detached_since=started if detach else None)
     log.info("submitted to SLURM: experts %s, figures %s, tables %s, assemble %s",
              ", ".join(f"{k} {j}" for k, j in submission["experts"].items()) or "none",
              submission.get("plots", "none"), submission["tables"], submission["assemble"])
@@ -156,25 +158,19 @@ def _on_slurm(folder: Path, resolved: dict[str, Any], stores: dict[str, ColumnSt
         slurm_launcher.print_detached(folder, submission)
         return RunResult(folder, read_json(folder / "summary.json", "summary.json"), submitted=True)
     try:
-        summary = slurm_launcher.follow(folder, submission, keys, show)
+        summary = slurm_follow.follow(folder, submission, keys, show)
     except KeyboardInterrupt:
         log.warning("interrupted: cancelling the run's SLURM jobs")
-        slurm_launcher.cancel(folder)
-        slurm_launcher.wait_for_experts(folder, keys)
-        slurm_launcher.assemble_here(folder, interrupted=True)
+        slurm_queue.cancel(slurm_queue.all_job_ids(folder))
+        slurm_queue.wait_for_experts(folder, keys)
+        slurm_follow.assemble_here(folder, interrupted=True)
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
     return _report_end(folder, resolved, summary, started)
 
 
 def _report_end(folder: Path, resolved: dict[str, Any], summary: dict[str, Any], started: float) -> RunResult:
-    for line in verdict_lines(summary, resolved):
-        log.info("%s", line)
-    if summary["status"] != "finished":
-        log.error("failed after %.1f s: %s; see the expert logs there, continue with: "
-                  "python neuro_trigger/main.py --resume %s", time.time() - started, folder, folder)
-    else:
-        log.info("done in %.1f s: %s", time.time() - started, folder)
+    log_end(folder, resolved, summary, started)
     return RunResult(folder, summary)
 
 
@@ -284,12 +280,19 @@ def _missing_figures(folder: Path, resolved: dict[str, Any]) -> list[tuple[str, 
 
 
 def _refuse_live_jobs(folder: Path, resolved: dict[str, Any]) -> None:
-    """--resume refuses while any job of the run is still queued or running on SLURM."""
-    if resolved.get("launcher", {}).get("name") != "slurm" and not (folder / "slurm_jobs.json").is_file():
-        return
-    from neuro_trigger.runner import slurm as slurm_launcher
+    """--resume refuses while any job recorded for the run is still queued or running on SLURM, whatever launched
+    it: the SLURM launcher (slurm_jobs.json), or a run inside a SLURM job (an expert running there says so)."""
+    from neuro_trigger.runner import slurm_queue
 
-    queued = slurm_launcher.queued_jobs(slurm_launcher.all_job_ids(folder))
+    ids = slurm_queue.all_job_ids(folder) + [
+        state["slurm_job_id"] for key in resolved["experts"]
+        if (state := read_status(folder, key)).get("status") == "running" and state.get("slurm_job_id")]
+    if not ids:
+        return
+    queued = slurm_queue.queued_jobs(ids)
+    if queued is None:
+        raise UserError(f"--resume {folder}: cannot ask SLURM whether the {len(ids)} job(s) recorded for this run "
+                        f"are still queued or running (squeue fails here); resume it where squeue answers")
     if queued:
         ids = ", ".join(f"{j} ({state.lower()})" for j, state in sorted(queued.items()))
         raise UserError(f"--resume {folder}: jobs of this run are still on SLURM: {ids}; wait for them or "

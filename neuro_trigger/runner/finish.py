@@ -1,11 +1,12 @@
 """The end of every run, whichever launcher trained it: the run-level files and the journal line.
 
-Both launchers end here (runner/api.py after local runs, runner/slurm.py's assemble job), so neither
+Both launchers end here (runner/api.py after local runs, runner/slurm_jobs.py's assemble job), so neither
 needs the other.
 """
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from neuro_trigger.judge.assemble import assemble
 from neuro_trigger.run.files import read_json
 from neuro_trigger.run.folder import append_journal
 from neuro_trigger.run.status import now
+from neuro_trigger.runner.console import verdict_lines
 
 log = logging.getLogger("neuro_trigger")
 
@@ -43,3 +45,14 @@ def _write_report(folder: Path, stores: dict[str, ColumnStore]) -> None:
 
     log.info("writing report.html")
     write_run_report(folder, stores)
+
+
+def log_end(folder: Path, resolved: dict[str, Any], summary: dict[str, Any], started: float) -> None:
+    """The run's last lines (console and app.log): the verdict per expert, then "done" or how to go on."""
+    for line in verdict_lines(summary, resolved):
+        log.info("%s", line)
+    if summary["status"] != "finished":
+        log.error("failed after %.1f s: %s; see the expert logs there, continue with: "
+                  "python neuro_trigger/main.py --resume %s", time.time() - started, folder, folder)
+    else:
+        log.info("done in %.1f s: %s", time.time() - started, folder)

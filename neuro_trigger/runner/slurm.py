@@ -6,55 +6,37 @@ the prediction tables once the experts have ended; an `assemble` job then writes
 weights.json and report.html. Every dependency is `afterany`, so a failed or cancelled expert never
 leaves a job waiting for ever, and the summary tells what happened to each.
 
-The experts' status files are the source of truth, not SLURM: without accounting storage nobody
-learns from SLURM how a cancelled job ended. An expert job stopped by SIGTERM (scancel, a time
-limit, a preemption) writes its status and keeps its last checkpoint; when SLURM or submitit requeues
-it, it goes on from that checkpoint.
+Here: the settings and their checks before anything is made, and submitting; the jobs themselves are in
+runner/slurm_jobs.py, following them in runner/slurm_follow.py, what SLURM holds of a run in runner/slurm_queue.py.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
-import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.config.schema import SLURM_KEYS
-from neuro_trigger.data.selection import load_data
 from neuro_trigger.errors import UserError
-from neuro_trigger.judge.assemble import refresh_summary
-from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots
-from neuro_trigger.run.files import read_json, write_json
-from neuro_trigger.run.prediction_tables import write_prediction_tables
-from neuro_trigger.run.status import (
-    ENDED,
-    epochs_in_checkpoint,
-    now,
-    read_progress,
-    read_status,
-    status_of,
-    update_status,
-    write_failure,
-    write_progress,
-)
-from neuro_trigger.runner.console import ProgressView
-from neuro_trigger.runner.finish import finish_run
-from neuro_trigger.runner.stalls import StallWatch, mark_stalled
-from neuro_trigger.training.expert import expert_logging, run_expert
-from neuro_trigger.training.stopping import stop_job_on_signals
+from neuro_trigger.judge.expert_results import PLOT_SPLITS
+from neuro_trigger.run.files import write_json
+from neuro_trigger.run.folder import append_journal
+from neuro_trigger.run.status import epochs_in_checkpoint, now, status_of, update_status
+from neuro_trigger.runner.slurm_jobs import ExpertJob, assemble_job, plots_job, refresh_summary, tables_job
+from neuro_trigger.runner.slurm_queue import JOBS_FILE, cancel, job_ids, last_line, queued_jobs, read_jobs, run_command
 
 log = logging.getLogger("neuro_trigger")
 
-JOBS_FILE = "slurm_jobs.json"  # the run's job ids, for following, resuming and scancel
-SQUEUE_TIMEOUT_S = 30
 SLURM_DEFAULTS = {name: key.default for name, key in SLURM_KEYS.items()}
 
 
@@ -81,14 +63,31 @@ def sbatch_options(settings: dict[str, Any]) -> list[str]:
     return options
 
 
-def check_cluster(resolved: dict[str, Any], cli: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def side_settings(resolved: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the run's other jobs (figures, tables, assembling): the run's `slurm` block and `--slurm` as
+    for the experts (partition, account, `extra`), with one core, no GPU, side_time_min and side_mem_gb."""
+    settings = expert_settings(resolved["global"], cli)
+    return {**settings, "time_min": settings["side_time_min"], "mem_gb": settings["side_mem_gb"],
+            "cpus_per_expert": 1, "gpus_per_expert": 0}
+
+
+def warning_margin_s(time_min: int) -> int:
+    """How long before its time limit a job is told (USR2: submitit requeues an expert's job, which keeps its
+    checkpoint): 120 s, but at most a quarter of the limit. SLURM checks its jobs' limits about every 30 s and
+    sends the warning up to that much early, so a 120 s margin on a 1 or 2 minute limit came at the first check
+    and requeued the job before it had trained."""
+    return min(120, time_min * 60 // 4)
+
+
+def check_cluster(resolved: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
     """Everything about the cluster a user can get wrong, before any run folder: SLURM there and reachable,
-    settings sbatch accepts, hardware the jobs will have. Returns each expert's settings."""
+    settings sbatch accepts (the experts' and the other jobs'), hardware the jobs will have. Returns the settings:
+    {"experts": each expert's, "side": the other jobs'}."""
     if shutil.which("sbatch") is None or shutil.which("squeue") is None:
         raise UserError("--launcher slurm: SLURM is not installed here (no sbatch/squeue on PATH)")
-    probe = _run(["sinfo", "-h", "-o", "%P"])
+    probe = run_command(["sinfo", "-h", "-o", "%P"])
     if probe.returncode != 0:
-        raise UserError(f"--launcher slurm: SLURM is not reachable: sinfo says: {_first_line(probe.stderr)}")
+        raise UserError(f"--launcher slurm: SLURM is not reachable: sinfo says: {last_line(probe.stderr)}")
     settings = {key: expert_settings(config, cli) for key, config in resolved["experts"].items()}
     for key, config in resolved["experts"].items():
         s = settings[key]
@@ -100,298 +99,198 @@ def check_cluster(resolved: dict[str, Any], cli: dict[str, Any]) -> dict[str, di
         if not gpu and s["gpus_per_expert"] == 0 and str(config.get("precision", "")).startswith("16"):
             raise UserError(f"{key}: precision '{config['precision']}' needs a GPU; its SLURM jobs get none "
                             f"(gpus_per_expert=0)")
+        if s["gpus_per_expert"]:
+            _check_gpus(key, s)
     for options in {tuple(sbatch_options(s)) for s in settings.values()}:
-        test = _run(["sbatch", "--test-only", *options, "--wrap=true"])
+        test = run_command(["sbatch", "--test-only", *options, "--wrap=true"])
         if test.returncode != 0:
-            raise UserError(f"--launcher slurm: sbatch refuses {' '.join(options)}: {_first_line(test.stderr)}")
-    return settings
+            raise UserError(f"--launcher slurm: sbatch refuses {' '.join(options)}: {last_line(test.stderr)}")
+    side = side_settings(resolved, cli)
+    test = run_command(["sbatch", "--test-only", *sbatch_options(side), "--wrap=true"])
+    if test.returncode != 0:
+        raise UserError(f"--launcher slurm: sbatch refuses the figures, tables and assemble jobs' "
+                        f"{' '.join(sbatch_options(side))} (side_time_min, side_mem_gb, and partition, account and "
+                        f"extra as for the experts): {last_line(test.stderr)}")
+    return {"experts": settings, "side": side}
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(command, 1, "", f"{command[0]} did not answer in {SQUEUE_TIMEOUT_S} s")
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
-
-
-# ---------------------------------------------------------------------------------------------- the jobs
-def _job_logging(folder: Path, key: str) -> None:
-    logging.getLogger("neuro_trigger").setLevel(logging.INFO)
-    expert_logging(folder, key)
-
-
-class ExpertJob(submitit.helpers.Checkpointable):
-    """Trains one expert; requeued after a time limit or preemption, it continues from its last checkpoint."""
-
-    def __call__(self, folder: str, key: str, verbose: bool = False) -> str:
-        folder = Path(folder)
-        stop_job_on_signals()  # scancel's SIGTERM stops the training cleanly (submitit would ignore it)
-        _job_logging(folder, key)
-        state = read_status(folder, key)
-        if state.get("status") == "finished":
-            return "finished"
-        last = folder / key / "ckpts" / "last.ckpt"
-        resume_from = last if last.is_file() else None
-        if resume_from is not None:
-            log.info("%s: SLURM job %s continues from %s", key, os.environ.get("SLURM_JOB_ID"), resume_from)
-        import torch
-
-        # the job's own cores, at most 4: more threads than that only wait on each other (runner/local.py)
-        torch.set_num_threads(max(1, min(4, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))))
-        last_report = [0.0]
-
-        def report(message: dict[str, Any]) -> None:
-            if time.time() - last_report[0] >= 1 or message.get("status") != "training":
-                write_progress(folder, key, message)
-                last_report[0] = time.time()
-
-        try:
-            resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-            run_expert(folder, key, stores, report, resume_from, plots=False, verbose=verbose)
-        except KeyboardInterrupt:
-            if status_of(folder, key) not in ENDED:
-                update_status(folder, key, status="interrupted", ended=now())
-            refresh_summary(folder)
-            raise
-        except BaseException as error:
-            if not isinstance(error, SystemExit):
-                log.exception("%s failed", key)
-                write_failure(folder, key, error)
-                refresh_summary(folder)
-            raise
-        return "finished"
-
-
-def plots_job(folder: str, key: str, splits: list[str]) -> str:
-    """The figures of one expert on the given splits, if it finished (one job: each job pays the imports)."""
-    folder = Path(folder)
-    stop_job_on_signals()
-    if status_of(folder, key) != "finished":
-        return "skipped"
-    _job_logging(folder, key)
-    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-    for split in splits:
-        write_expert_plots(folder / key, resolved["experts"][key], stores[split], split)
-    return "drawn"
-
-
-def tables_job(folder: str) -> str:
-    """The run's prediction tables from every finished expert; a marker tells the assemble job."""
-    folder = Path(folder)
-    stop_job_on_signals()
-    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-    write_prediction_tables(folder, stores)
-    (folder / "slurm" / "tables.done").write_text(json.dumps(_finished_experts(folder, resolved)), encoding="utf-8")
-    return "written"
-
-
-def assemble_job(folder: str, interrupted: bool = False) -> str:
-    """summary.json, weights.json, report.html and the journal line, once every other job has ended."""
-    folder = Path(folder)
-    if not interrupted:
-        stop_job_on_signals()
-    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
-    marker = folder / "slurm" / "tables.done"
-    tables_written = marker.is_file() and json.loads(marker.read_text("utf-8")) == _finished_experts(folder, resolved)
-    summary = finish_run(folder, stores, tables_written=tables_written, interrupted=interrupted)
-    return summary["status"]
-
-
-def _finished_experts(folder: Path, resolved: dict[str, Any]) -> list[str]:
-    return [k for k in resolved["experts"] if status_of(folder, k) == "finished"]
+def _check_gpus(key: str, settings: dict[str, Any]) -> None:
+    """GPUs asked of a partition whose nodes have none: one line that says so (sbatch only says 'Invalid generic
+    resource (gres) specification')."""
+    partition = settings["partition"]
+    shown = run_command(["sinfo", "-h", "-o", "%G", *(["-p", partition] if partition else [])])
+    if shown.returncode == 0 and not any("gpu" in line for line in shown.stdout.splitlines()):
+        where = f"partition '{partition}' has" if partition else "this cluster has"
+        raise UserError(f"{key}: gpus_per_expert={settings['gpus_per_expert']} asks for GPUs, but {where} no GPU "
+                        f"(no node lists one in sinfo); pick a partition with GPUs (--slurm partition=NAME) or train "
+                        f"on CPUs (gpus_per_expert=0, -m accelerator=cpu)")
 
 
 # ---------------------------------------------------------------------------------------------- submitting
-def _executor(folder: Path, name: str, settings: dict[str, Any] | None, dependency: str | None = None):
+def _executor(folder: Path, name: str, settings: dict[str, Any], dependency: str | None = None):
+    """A submitit executor for jobs with these settings (an expert's, or side_settings for the other jobs)."""
     executor = submitit.SlurmExecutor(folder=folder / "slurm" / "%j", max_num_timeout=10)
-    extra: dict[str, Any] = {"kill_on_invalid_dep": "yes"}
-    params: dict[str, Any] = {"job_name": name, "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"
-                                                        "${PYTHONPATH:+:$PYTHONPATH}"],
-                              "signal_delay_s": 120, "stderr_to_stdout": True}
-    if settings is None:  # the small jobs: figures, tables, assembling
-        params.update(time=60, cpus_per_task=1, mem="4G")
-    else:
-        params.update(time=settings["time_min"], cpus_per_task=settings["cpus_per_expert"],
-                      mem=f"{max(1, round(settings['mem_gb'] * 1024))}M",
-                      array_parallelism=settings["array_parallelism"])
-        if settings["partition"]:
-            params["partition"] = settings["partition"]
-        if settings["account"]:
-            params["account"] = settings["account"]
-        if settings["gpus_per_expert"]:
-            params["gpus_per_node"] = settings["gpus_per_expert"]
-        extra.update(settings["extra"])
+    params: dict[str, Any] = {
+        "job_name": name, "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        "signal_delay_s": warning_margin_s(settings["time_min"]), "stderr_to_stdout": True,
+        "time": settings["time_min"], "cpus_per_task": settings["cpus_per_expert"],
+        "mem": f"{max(1, round(settings['mem_gb'] * 1024))}M", "array_parallelism": settings["array_parallelism"],
+        "additional_parameters": {"kill_on_invalid_dep": "yes", **settings["extra"]}}
+    if settings["partition"]:
+        params["partition"] = settings["partition"]
+    if settings["account"]:
+        params["account"] = settings["account"]
+    if settings["gpus_per_expert"]:
+        params["gpus_per_node"] = settings["gpus_per_expert"]
     if dependency:
         params["dependency"] = dependency
-    params["additional_parameters"] = extra
     executor.update_parameters(**params)
     return executor
 
 
+def _submitted(executor, calls: list[tuple]) -> list[str]:
+    """Submit these (function, *arguments) calls as one job (one call) or one array; their job ids. sbatch's own
+    words on a refusal stay in the exception (submitit prints them to stderr as well: kept off the console)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        if len(calls) == 1:
+            return [executor.submit(*calls[0]).job_id]
+        with executor.batch():
+            jobs = [executor.submit(*call) for call in calls]
+        return [job.job_id for job in jobs]
+
+
 def submit(folder: Path, resolved: dict[str, Any], keys: list[str], unplotted: list[tuple[str, str]],
-           settings: dict[str, dict[str, Any]], verbose: bool = False) -> dict[str, Any]:
-    """Submit the experts in `keys`, the figures (of those and of `unplotted`), the tables and the assemble
-    job; the job ids go to slurm_jobs.json (appended to on a resume). Returns this submission's ids."""
+           settings: dict[str, Any], verbose: bool = False, detached_since: float | None = None) -> dict[str, Any]:
+    """Submit the experts in `keys`, the figures (of those and of `unplotted`), the tables and the assemble job;
+    each job id goes to slurm_jobs.json (appended to on a resume) the moment it is submitted. A refused submission
+    cancels what this one submitted, leaves an honest folder and raises UserError. `detached_since`: nobody
+    follows the run, so the assemble job also logs its verdict and "done" (the run started then)."""
     name = resolved["name"]
-    groups: dict[str, list[str]] = {}
-    for key in keys:  # experts with the same settings share one job array
-        groups.setdefault(json.dumps(settings[key], sort_keys=True), []).append(key)
-    experts: dict[str, str] = {}
-    for group_keys in groups.values():
-        executor = _executor(folder, f"nt-{name}", settings[group_keys[0]])
-        with executor.batch():
-            jobs = [executor.submit(ExpertJob(), str(folder), key, verbose) for key in group_keys]
-        experts.update({key: job.job_id for key, job in zip(group_keys, jobs, strict=True)})
-    arrays = sorted({job_id.split("_")[0] for job_id in experts.values()})
-    after_experts = ("afterany:" + ":".join(arrays)) if arrays else None
-    plot_jobs: dict[str, list[str]] = {key: list(PLOT_SPLITS) for key in keys}
-    for key, split in unplotted:
-        plot_jobs.setdefault(key, []).append(split)
-    others: dict[str, str] = {}
-    if plot_jobs:
-        executor = _executor(folder, f"nt-{name}-plots", None, after_experts)
-        with executor.batch():
-            jobs = [executor.submit(plots_job, str(folder), key, splits) for key, splits in plot_jobs.items()]
-        others["plots"] = jobs[0].job_id.split("_")[0]
-    (folder / "slurm").mkdir(exist_ok=True)
-    (folder / "slurm" / "tables.done").unlink(missing_ok=True)
-    others["tables"] = _executor(folder, f"nt-{name}-tables", None, after_experts).submit(
-        tables_job, str(folder)).job_id
-    before_assembling = [*arrays, *([others["plots"]] if "plots" in others else []), others["tables"]]
-    others["assemble"] = _executor(folder, f"nt-{name}-assemble", None,
-                                   "afterany:" + ":".join(before_assembling)).submit(assemble_job, str(folder)).job_id
-    submission = {"experts": experts, **others}
+    slurm_dir = folder / "slurm"
+    slurm_dir.mkdir(exist_ok=True)
+    before = {p.name for p in slurm_dir.iterdir()}
+    (slurm_dir / "tables.done").unlink(missing_ok=True)
     record = read_jobs(folder)
+    submission: dict[str, Any] = {"experts": {}}
     record.append(submission)
-    write_json(folder / JOBS_FILE, record)
+    _note_visibility(folder, settings)
+    job = "experts"
+    try:
+        groups: dict[str, list[str]] = {}
+        for key in keys:  # experts with the same settings share one job array
+            groups.setdefault(json.dumps(settings["experts"][key], sort_keys=True), []).append(key)
+        for group_keys in groups.values():
+            executor = _executor(folder, f"nt-{name}", settings["experts"][group_keys[0]])
+            ids = _submitted(executor, [(ExpertJob(), str(folder), key, verbose) for key in group_keys])
+            submission["experts"].update(zip(group_keys, ids, strict=True))
+            write_json(folder / JOBS_FILE, record)
+        arrays = sorted({job_id.split("_")[0] for job_id in submission["experts"].values()})
+        after_experts = ("afterany:" + ":".join(arrays)) if arrays else None
+        plot_jobs: dict[str, list[str]] = {key: list(PLOT_SPLITS) for key in keys}
+        for key, split in unplotted:
+            plot_jobs.setdefault(key, []).append(split)
+        side = settings["side"]
+        if plot_jobs:
+            job = "figures"
+            ids = _submitted(_executor(folder, f"nt-{name}-plots", side, after_experts),
+                             [(plots_job, str(folder), key, splits) for key, splits in plot_jobs.items()])
+            submission["plots"] = ids[0].split("_")[0]
+            write_json(folder / JOBS_FILE, record)
+        job = "tables"
+        submission["tables"] = _submitted(_executor(folder, f"nt-{name}-tables", side, after_experts),
+                                          [(tables_job, str(folder))])[0]
+        write_json(folder / JOBS_FILE, record)
+        job = "assemble"
+        before_assembling = [*arrays, *([submission["plots"]] if "plots" in submission else []), submission["tables"]]
+        submission["assemble"] = _submitted(
+            _executor(folder, f"nt-{name}-assemble", side, "afterany:" + ":".join(before_assembling)),
+            [(assemble_job, str(folder), detached_since)])[0]
+        write_json(folder / JOBS_FILE, record)
+    except (FailedJobError, FailedSubmissionError, OSError) as error:
+        reason = f"sbatch refused the {job} job: {last_line(str(error))}"
+        withdraw(folder, submission, before, reason)
+        raise UserError(f"--launcher slurm: {reason}; the jobs submitted before it are cancelled and the run is "
+                        f"marked failed; fix that and continue with: python neuro_trigger/main.py --resume "
+                        f"{folder}") from None
+    except KeyboardInterrupt:
+        withdraw(folder, submission, before, "interrupted while submitting the run's jobs", "interrupted")
+        raise
+    refresh_summary(folder, lambda summary: _submitted_to_summary(summary, submission, plot_jobs))
     return submission
 
 
-def read_jobs(folder: Path) -> list[dict[str, Any]]:
-    path = folder / JOBS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+def _submitted_to_summary(summary: dict[str, Any], submission: dict[str, Any],
+                          plot_jobs: dict[str, list[str]]) -> None:
+    """The run goes on: its status "running", each submitted expert "queued" in its job, each other job queued."""
+    summary.update(status="running", end_time=None)
+    summary.pop("error", None)
+    for key, job_id in submission["experts"].items():
+        summary["experts"][key] = {"status": "queued", "slurm_job_id": job_id}
+    jobs = summary.setdefault("jobs", {})
+    if "plots" in submission:
+        jobs["figures"] = {"job": submission["plots"], "status": "queued",
+                           "experts": {key: "queued" for key in plot_jobs}}
+    else:
+        jobs.pop("figures", None)
+    jobs["tables"] = {"job": submission["tables"], "status": "queued"}
+    jobs["assemble"] = {"job": submission["assemble"], "status": "queued"}
 
 
-def all_job_ids(folder: Path) -> list[str]:
-    ids = []
-    for submission in read_jobs(folder):
-        ids += list(submission["experts"].values())
-        ids += [v for k, v in submission.items() if k != "experts"]
-    return ids
+def _note_visibility(folder: Path, settings: dict[str, Any]) -> None:
+    """Once per submission: what the jobs need to see on the nodes, and a time limit's shortened warning."""
+    log.warning("the SLURM jobs run %s with the code of %s, read the parse cache in %s and write into %s: the nodes "
+                "must see these paths (a filesystem they share with this machine)", sys.executable, REPO_ROOT,
+                REPO_ROOT / "data_cache", folder)
+    short = sorted({s["time_min"] for s in settings["experts"].values() if warning_margin_s(s["time_min"]) < 120})
+    for minutes in short:
+        log.info("time_min=%d: an expert's job is told %d s (a quarter of its time limit) before the limit to keep "
+                 "its checkpoint and be requeued", minutes, warning_margin_s(minutes))
 
 
-def queued_jobs(job_ids: list[str]) -> dict[str, str] | None:
-    """Which of these jobs SLURM still has pending or running: {job id: state}; None if squeue failed."""
-    if not job_ids:
-        return {}
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    result = _run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i %T"])
-    if result.returncode != 0:
-        return None if "Invalid job id" not in result.stderr else {}
-    states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
-    wanted = set(job_ids)
-    return {j: s for j, s in states.items() if j in wanted or j.split("_")[0] in wanted}
-
-
-def follow(folder: Path, submission: dict[str, Any], keys: list[str], show: bool = True,
-           poll_s: float = 1.0) -> dict[str, Any]:
-    """Show the experts' progress (from their status and progress files) until the assemble job has written
-    summary.json; if every job is gone without it (cancelled), assemble here. Returns the summary."""
-    view = ProgressView(keys, show)
-    ids = [*submission["experts"].values(), *(v for k, v in submission.items() if k != "experts")]
-    settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))["global"]
-    stalls = StallWatch(settings["stall_warn_s"], settings["stall_stop_s"], view.update, clock=time.time)
-    seen: dict[str, str] = {}
-    gone_since = None
-    try:
-        while True:
-            for key in keys:
-                status = read_status(folder, key).get("status", "queued")
-                message = {"expert": key, "status": status}
-                if status == "running":
-                    _watch(folder, key, submission["experts"].get(key), stalls)
-                    status = status_of(folder, key)
-                if status == "running":
-                    message = {**read_progress(folder, key), "expert": key}
-                    message.setdefault("status", "started")
-                elif status in ENDED and read_status(folder, key).get("error"):
-                    message["error"] = read_status(folder, key)["error"]
-                if message != seen.get(key):
-                    view.update(message)
-                    seen[key] = message
-            summary = read_json(folder / "summary.json", "summary.json")
-            queued = queued_jobs(ids)
-            if queued is not None and submission["assemble"] not in queued and summary.get("status") != "running":
-                return summary
-            if queued == {}:
-                gone_since = gone_since or time.time()
-                if time.time() - gone_since > 10:  # the assembling job was cancelled: do its work here
-                    log.warning("the run's SLURM jobs are gone without assembling the folder (cancelled?): "
-                                "assembling it here")
-                    return assemble_here(folder)
-            time.sleep(poll_s)
-    finally:
-        view.close()
-
-
-def _watch(folder: Path, key: str, job: str | None, stalls: StallWatch) -> None:
-    """A running expert's signs of progress are its status and progress files being written; one silent past
-    stall_stop_s has its job cancelled, then is marked failed."""
-    signs = [p.stat().st_mtime for p in (folder / key / "status.json", folder / key / "progress.json") if p.exists()]
-    if signs:
-        stalls.heard(key, max(signs))
-    job = read_status(folder, key).get("slurm_job_id") or job
-    silent = stalls.overdue(key, f"SLURM job {job}")
-    if silent is not None:
-        if job:  # cancelled first: its SIGTERM makes a job that wakes up write "interrupted" as it stops
-            _run(["scancel", str(job)])
-            deadline = time.time() + 120
-            while queued_jobs([str(job)]) and time.time() < deadline:
-                time.sleep(1)
-        mark_stalled(folder, key, f"SLURM job {job}", silent)
-
-
-def assemble_here(folder: Path, interrupted: bool = False) -> dict[str, Any]:
-    """The assemble job's work, done by the submitting command (after scancel, say)."""
-    for key in json.loads((folder / "config.json").read_text(encoding="utf-8"))["experts"]:
-        if status_of(folder, key) == "running":  # its job is gone: it was killed before it could say so
+def withdraw(folder: Path, submission: dict[str, Any], before: set[str], reason: str,
+             status: str = "failed") -> None:
+    """A submission that could not be completed: cancel the jobs it submitted (and wait until SLURM has let them
+    go, so that what the experts wrote is final), remove the pickles and submission files it left, and say in
+    summary.json, app.log and the journal that the run `status` and why."""
+    submitted = job_ids(submission)
+    cancel(submitted)
+    deadline = time.time() + 150  # KillWait is 30 s by default
+    while queued_jobs(submitted) and time.time() < deadline:
+        time.sleep(1)
+    for key in submission["experts"]:
+        if status_of(folder, key) == "running":  # killed before it could say so
             update_status(folder, key, status="interrupted", ended=now(),
                           epochs_done=epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt"))
-    assemble_job(str(folder), interrupted)
-    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    slurm_dir = folder / "slurm"
+    job_dirs = {p for p in slurm_dir.iterdir() if p.is_dir() and p.name.split("_")[0] in
+                {j.split("_")[0] for j in submitted}}
+    new = [p for p in slurm_dir.iterdir() if p.name not in before and not p.is_dir()]
+    for file in [*new, *(f for d in job_dirs for f in d.iterdir())]:
+        if file.name.endswith((".pkl", "_submission.sh")) or file.name.startswith(".submission_file_"):
+            file.unlink(missing_ok=True)
+    for directory in job_dirs:
+        if not any(directory.iterdir()):
+            directory.rmdir()
 
+    def failed(summary: dict[str, Any]) -> None:
+        summary.update(status=status, error=reason, end_time=now())
+        names = {"figures": "plots", "tables": "tables", "assemble": "assemble"}
+        summary["jobs"] = {job: {"job": submission[name], "status": "cancelled"} if name in submission
+                           else {"status": "not submitted"} for job, name in names.items()}
 
-def wait_for_experts(folder: Path, keys: list[str], timeout_s: float = 90) -> None:
-    """After scancel: wait (bounded) until no expert still says it is running, i.e. each has written how it
-    stopped and kept its checkpoint; SLURM kills a job that takes longer than its KillWait."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and any(status_of(folder, k) == "running" for k in keys):
-        time.sleep(0.5)
-
-
-def cancel(folder: Path) -> None:
-    """scancel every job of the run still queued or running (Ctrl-C of an attached console)."""
-    ids = all_job_ids(folder)
-    queued = queued_jobs(ids) or {}
-    if queued:
-        arrays = sorted({j.split("_")[0] for j in queued})
-        _run(["scancel", *arrays])
+    refresh_summary(folder, failed, final=True)
+    logging.getLogger().error("%s", reason)  # app.log (the console gets it as the command's error line)
+    resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    append_journal(folder.parent.parent / "log.txt", {"time": now(), "config": resolved["name"], "folder": str(folder),
+                                                      "description": resolved.get("description", "") + f" [{status}]"})
 
 
 def print_detached(folder: Path, submission: dict[str, Any]) -> None:
     arrays = sorted({j.split("_")[0] for j in submission["experts"].values()})
-    print(f"submitted: experts {', '.join(arrays)} ({len(submission['experts'])} tasks), "
-          f"plots {submission.get('plots', '-')}, tables {submission['tables']}, "
-          f"assemble {submission['assemble']}", file=sys.stderr)
-    print(f"follow with: squeue -j {','.join([*arrays, submission['assemble']])}; the run is done when "
-          f"{folder / 'summary.json'} says so; continue a stopped run with: "
+    print(f"submitted: experts {', '.join(arrays) or '-'} ({len(submission['experts'])} tasks), "
+          f"figures {submission.get('plots', '-')}, tables {submission['tables']}, "
+          f"assemble {submission['assemble']}; the job ids are kept in {folder / JOBS_FILE}", file=sys.stderr)
+    print(f"each job's log: {folder / 'slurm'}/<job id>/ (an expert's own lines also in {folder}/expert_N.log); "
+          f"follow with: squeue -j {','.join([*arrays, submission['assemble']])}; the run is done when "
+          f"{folder / 'summary.json'} says so (it tells what each job is doing); continue a stopped run with: "
           f"python neuro_trigger/main.py --resume {folder}", file=sys.stderr)

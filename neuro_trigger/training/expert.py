@@ -34,6 +34,15 @@ def expert_logging(folder: Path, key: str) -> logging.Handler:
     return handler
 
 
+def slurm_job_id() -> str | None:
+    """The SLURM job this process runs in, as squeue and scancel name it: an array's task as `<array>_<task>`
+    (its own job id, SLURM_JOB_ID, is another number); None outside SLURM."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
                report=None, resume_from: Path | None = None, threads=None, plots: bool = True,
                verbose: bool = False) -> dict[str, Any]:
@@ -62,10 +71,8 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     expert_dir.mkdir(exist_ok=True)
     status: dict[str, Any] = {"status": "running", "started": now(), "pid": os.getpid(),
                               "pid_start": process_start_time(os.getpid()), "host": socket.gethostname()}
-    if os.environ.get("SLURM_JOB_ID"):  # a SLURM job (of the SLURM launcher, or a local run inside one)
-        array = os.environ.get("SLURM_ARRAY_JOB_ID")
-        status["slurm_job_id"] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else \
-            os.environ["SLURM_JOB_ID"]
+    if slurm_job_id():  # a SLURM job (of the SLURM launcher, or a local run inside one)
+        status["slurm_job_id"] = slurm_job_id()
     write_status(folder, key, status)
     if stores is None:
         stores = load_data(resolved["global"], Path(resolved.get("runs_root", folder.parent.parent)))
