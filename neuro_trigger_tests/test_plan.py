@@ -1,0 +1,119 @@
+"""The thread plan (issue 24): decided before any expert starts, from each job's work, the cores and `workers`
+alone."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from neuro_trigger.runner import plan as plan_module
+from neuro_trigger.runner.plan import Job, make_plan, simulate, useful_threads
+
+# baseline_v2's training rows per expert on the embedded default data set (200k tracks), 200 epochs
+BASELINE_V2_ROWS = {"expert_0": 134757, "expert_1": 19207, "expert_2": 7765, "expert_3": 25466, "expert_4": 12805}
+
+
+def baseline_v2(batch_size: int = 2048, then: tuple[float, ...] = ()) -> list[Job]:
+    return [Job(key, rows, 200, batch_size, then=then) for key, rows in BASELINE_V2_ROWS.items()]
+
+
+# ------------------------------------------------------------------------------------------ the planner's rule
+def test_the_largest_expert_takes_every_core_alone_and_the_small_ones_are_packed_after_it():
+    """2 cores, baseline_v2's rows, nothing else to run: expert 0 (two thirds of the rows) trains on both cores
+    first; then the four small ones, largest first, one thread each, two at a time."""
+    plan = make_plan(baseline_v2(), cores=2, workers=5)
+    assert [job.key for job in plan.jobs] == ["expert_0", "expert_3", "expert_1", "expert_4", "expert_2"]
+    assert plan.threads() == {"expert_0": 2, "expert_3": 1, "expert_1": 1, "expert_4": 1, "expert_2": 1}
+    first, *small = plan.jobs
+    assert first.start == 0 and all(job.start >= first.end for job in small)  # alone
+    assert small[0].start == small[1].start == first.end  # two at a time after it
+    assert plan.at_once == 2 and all(job.set_by == "plan" for job in plan.jobs)
+
+
+def test_on_many_cores_the_large_expert_gets_its_threads_and_the_others_run_beside_it():
+    plan = make_plan(baseline_v2(), cores=16, workers=5)
+    assert plan.threads() == {"expert_0": 2, "expert_3": 1, "expert_1": 1, "expert_4": 1, "expert_2": 1}
+    assert all(job.start == 0 for job in plan.jobs) and plan.at_once == 5
+    assert plan.jobs[0].end == 1.0  # expert 0 ends the run
+
+
+def test_threads_that_would_leave_work_waiting_are_not_given():
+    """Two jobs of 60% and 40% on 2 cores: one thread each side by side ends sooner than the larger one on both
+    cores first; and figures after each expert (one-thread jobs) fill a core the larger expert leaves to them."""
+    jobs = [Job("a", 60_000, 10, 2048), Job("b", 40_000, 10, 2048)]
+    assert make_plan(jobs, cores=2, workers=5).threads() == {"a": 1, "b": 1}
+    with_figures = baseline_v2(then=(1_000_000, 1_000_000, 700_000))
+    assert make_plan(with_figures, cores=2, workers=5).threads()["expert_0"] == 1
+
+
+def test_a_lone_job_takes_what_its_batch_can_use():
+    assert useful_threads(2048, cores=2) == 2
+    assert useful_threads(2048, cores=1) == 1
+    assert useful_threads(1024, cores=16) == 1  # small batches: threads would wait for each other
+    assert useful_threads(1 << 20, cores=16) == plan_module.MAX_THREADS
+    assert make_plan([Job("e", 100_000, 50, 4096)], cores=16, workers=5).threads() == {"e": 4}
+    assert make_plan([Job("e", 100_000, 50, 4096)], cores=1, workers=5).threads() == {"e": 1}
+    assert make_plan(baseline_v2(batch_size=512), cores=16, workers=5).threads() == dict.fromkeys(BASELINE_V2_ROWS, 1)
+
+
+def test_many_equal_jobs_are_packed_one_thread_each():
+    """A sweep's trials: 40 alike on 16 cores, at most 16 at once."""
+    trials = [Job(f"trial_{i}", 20_000, 100, 2048) for i in range(40)]
+    plan = make_plan(trials, cores=16, workers=16)
+    assert set(plan.threads().values()) == {1} and plan.at_once == 16
+    assert [job.key for job in plan.jobs] == sorted(f"trial_{i}" for i in range(40))  # equal work: by name
+
+
+def test_workers_bounds_the_jobs_at_once():
+    plan = make_plan(baseline_v2(), cores=16, workers=1)
+    assert plan.at_once == 1
+    ends = [job.end for job in plan.jobs]
+    assert all(later.start >= earlier.end for earlier, later in zip(plan.jobs, plan.jobs[1:], strict=False))
+    assert ends == sorted(ends)
+
+
+def test_fixed_threads_are_kept_and_a_job_needing_more_cores_than_there_are_runs_alone():
+    jobs = [Job("big", 100_000, 10, 2048, threads=3, set_by="config"), Job("small", 1000, 10, 2048)]
+    plan = make_plan(jobs, cores=2, workers=5)
+    assert plan.threads()["big"] == 3
+    big, small = plan.jobs
+    assert big.set_by == "config" and small.set_by == "plan"
+    assert small.start >= big.end  # nothing beside a job that needs every core (and more)
+
+
+def test_a_job_waits_for_the_cores_it_needs_and_no_later_job_passes_it():
+    jobs = [Job("a", 1000, 1, 2048, threads=1), Job("b", 500, 1, 2048, threads=2), Job("c", 100, 1, 2048, threads=1)]
+    times, end = simulate(jobs, {j.key: j.threads for j in jobs}, cores=2, at_once=2)
+    assert times["b"][0] == times["a"][1]  # b waits for a's core
+    assert times["c"][0] == times["b"][1]  # c could have run beside a, but b comes first
+    assert end == times["c"][1]
+
+
+def test_the_jobs_that_follow_a_job_join_the_queue_when_it_ends():
+    a, b = Job("a", 1000, 1, 2048, threads=1, then=(300.0,)), Job("b", 100, 1, 2048, threads=1)
+    times, end = simulate([a, b], {"a": 1, "b": 1}, cores=2, at_once=2)
+    assert times == {"a": (0.0, a.work), "b": (0.0, b.work)}
+    assert end == a.work + 300.0  # a's figure job starts when a ends, not before, though a core is free earlier
+
+
+def test_the_plan_is_a_pure_function_of_its_inputs():
+    """Nothing measured: the module imports no clock, no load, no randomness; equal inputs give equal plans."""
+    tree = ast.parse(Path(plan_module.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "heapq", "collections", "dataclasses", "typing"}, imported
+    assert make_plan(baseline_v2(), 2, 5) == make_plan(list(reversed(baseline_v2())), 2, 5)
+    with pytest.raises(ValueError, match="distinct"):
+        make_plan([Job("a", 1, 1, 1), Job("a", 2, 1, 1)], 2, 5)
+
+
+def test_the_plan_as_summary_json_records_it():
+    recorded = make_plan(baseline_v2(), cores=2, workers=5).as_dict()
+    assert recorded["cores"] == 2 and recorded["workers"] == 5 and recorded["at_once"] == 2
+    assert recorded["experts"]["expert_0"] == {
+        "order": 0, "threads": 2, "set_by": "plan", "work_rows": 200 * (134757 + 66 * plan_module.STEP_ROWS),
+        "batch_size": 2048, "estimated_share": [0.0, recorded["experts"]["expert_0"]["estimated_share"][1]]}
+    assert json.loads(json.dumps(recorded)) == recorded
