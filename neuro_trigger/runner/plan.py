@@ -14,9 +14,11 @@ The rule (`make_plan`):
 - every job starts from one thread; then, largest job first, a job gets one thread more where that ends the
   run (as `simulate` estimates it with `speed`) at least `MIN_GAIN` sooner, up to what its batch can use
   (`useful_threads`), until no job's thread more does.
-On 2 cores, baseline_v2's expert 0 (two thirds of the rows) trains on both cores alone, then the four small
-experts on one thread each, two at a time; on 16 cores expert 0 takes two threads and the others one each, all
-at once.
+Examples, baseline_v2 on the default data (expert 0 has two thirds of the rows; every expert is followed by its
+three figure jobs): on 2 cores every expert trains on one thread, expert 0 first and beside it the small ones
+one after the other, largest first (two threads would make expert 0 only about 1.3x as fast and push the figures
+of the others behind it); on 16 cores expert 0 trains on two threads and the four others on one each, all at once.
+A job with nine tenths of the work on 2 cores trains on both, alone, and the rest after it.
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ from typing import Any
 
 ROWS_PER_THREAD = 1024  # rows of a mini-batch per useful thread: at batch 2048 two threads, at 512 or less one
 MAX_THREADS = 4  # the networks are tiny: more threads spend more on waiting for each other than they compute
-THREAD_EFFICIENCY = 0.5  # each thread after the first adds half a thread's speed (docs/performance.md)
+# Each thread after the first adds 0.3 of a thread's speed: two threads trained expert 0 of baseline_v2 1.22-1.36x
+# as fast as one on this project's 2-core machine (raw loop, quiet moments), 0.93-1.66x in earlier sessions; and
+# many times slower while other work took a core (docs/performance.md, "Issue 24").
+THREAD_EFFICIENCY = 0.3
 STEP_ROWS = 350  # the fixed cost of one optimiser step, in rows' worth of arithmetic (docs/performance.md)
 MIN_GAIN = 0.05  # a thread more only where it ends the run this much sooner (estimated)
 
@@ -55,8 +60,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Placed:
-    """A job in the plan: its place in the order (0 first), its threads and who set them, and the share of the
-    run's estimated training time in which it is estimated to train (start, end; 0..1)."""
+    """A job in the plan: its place in the order (0 first), its threads and who set them, and when it is estimated
+    to train, as shares of the estimated time of all the jobs and of those that follow them (start, end; 0..1)."""
 
     key: str
     order: int
@@ -92,7 +97,7 @@ class Plan:
                          f"{'' if job.set_by == 'plan' else f' (by the {job.set_by})'} "
                          f"[{job.start:.0%}-{job.end:.0%}]" for job in self.jobs)
         return (f"thread plan for {self.cores} core(s), at most {self.at_once} training(s) at once, in this order "
-                f"(each starts once the cores it needs are free; [estimated share of the training time]): {jobs}")
+                f"(each starts once the cores it needs are free; [when, as estimated shares of the run]): {jobs}")
 
 
 def useful_threads(batch_size: int, cores: int) -> int:
