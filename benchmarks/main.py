@@ -83,19 +83,16 @@ def _training_times(folder: Path) -> dict[str, tuple[float, float]]:
 
 def _raw_epochs(resolved: dict[str, Any], runs_root: Path, quick: bool) -> dict[str, dict[str, Any]]:
     """Per expert of a resolved config: its training and validation rows, and a raw-loop epoch on them (training at
-    its batch size and validation; benchmarks.training.raw_loop, the threads an expert of the run gets), seconds,
-    the least of the measured epochs."""
+    its batch size and validation; benchmarks.training.raw_loop on one thread: the floor is one thread's arithmetic
+    per core, whatever threads the run's plan gives an expert), seconds, the least of the measured epochs."""
     import torch
 
     from benchmarks.training import raw_loop
-    from neuro_trigger import cpu_cores
     from neuro_trigger.data.selection import expert_rows, load_data
-    from neuro_trigger.runner.local import threads_per_expert
 
     stores = load_data(resolved["global"], runs_root)
-    cores = min(resolved["global"]["workers"], cpu_cores())
     threads = torch.get_num_threads()
-    torch.set_num_threads(threads_per_expert(cores))
+    torch.set_num_threads(1)
     experts: dict[str, Any] = {}
     try:
         train = (torch.from_numpy(stores["train"].x), torch.from_numpy(stores["train"].y))

@@ -1,15 +1,23 @@
 """The thread plan (issue 24): decided before any expert starts, from each job's work, the cores and `workers`
-alone."""
+alone; the same config, data and seed on the same cores give byte-identical weights however busy the machine is;
+the plan is recorded and can be forced from the config."""
 from __future__ import annotations
 
 import ast
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from neuro_trigger import cpu_cores
+from neuro_trigger.config.errors import ConfigError
+from neuro_trigger.config.resolution import resolve_config
 from neuro_trigger.runner import plan as plan_module
 from neuro_trigger.runner.plan import Job, make_plan, simulate, useful_threads
+from neuro_trigger_tests.run_helpers import toy_splits
 
 # baseline_v2's training rows per expert on the embedded default data set (200k tracks), 200 epochs
 BASELINE_V2_ROWS = {"expert_0": 134757, "expert_1": 19207, "expert_2": 7765, "expert_3": 25466, "expert_4": 12805}
@@ -126,3 +134,91 @@ def test_the_plan_as_summary_json_records_it():
         "batch_size": 2048, "estimated_share": [0.0, 1.0]}
     assert recorded["experts"]["expert_2"]["order"] == 4
     assert json.loads(json.dumps(recorded)) == recorded
+
+
+# ------------------------------------------------------------------------------------------ the launcher's side
+def write_folder(folder: Path, summary: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_run_records_its_plan_and_a_resumed_run_keeps_the_threads_it_recorded(tmp_path, caplog):
+    from neuro_trigger.runner.local import plan_run
+
+    resolved = resolve_config("baseline_v2", ["expert_4.threads=3"])
+    counts = dict(BASELINE_V2_ROWS)
+    write_folder(tmp_path, {"experts": {}})
+    with caplog.at_level(logging.INFO, logger="neuro_trigger"):
+        plan = plan_run(tmp_path, resolved, counts, on_cpu=True, workers=5, figure_jobs=("plots", "report"))
+    assert "thread plan for" in caplog.text and "expert_4 3 threads (by the config)" in caplog.text
+    recorded = json.loads((tmp_path / "summary.json").read_text())["plan"]
+    assert recorded == plan.as_dict() and recorded["cores"] == cpu_cores()
+    assert recorded["experts"]["expert_4"]["threads"] == 3 and recorded["experts"]["expert_4"]["set_by"] == "config"
+
+    # a resume on whatever machine: every expert goes on with the threads the run started with
+    earlier = json.loads((tmp_path / "summary.json").read_text())
+    earlier["plan"]["experts"]["expert_0"]["threads"] = 4
+    write_folder(tmp_path, earlier)
+    again = plan_run(tmp_path, resolved, {"expert_0": counts["expert_0"], "expert_4": counts["expert_4"]},
+                     on_cpu=True, workers=5)
+    assert again.threads() == {"expert_0": 4, "expert_4": 3}
+    assert {job.key: job.set_by for job in again.jobs} == {"expert_0": "earlier plan", "expert_4": "config"}
+    assert json.loads((tmp_path / "summary.json").read_text()) == earlier  # the first launch's plan stays
+
+
+def test_threads_is_a_config_key_and_adaptive_threads_is_retired(caplog):
+    resolved = resolve_config("baseline_v2", ["threads=1", "expert_0.threads=2"])
+    assert resolved["global"]["threads"] == 1
+    assert resolved["experts"]["expert_0"]["threads"] == 2 and resolved["experts"]["expert_1"]["threads"] == 1
+    assert resolve_config("baseline_v2")["experts"]["expert_0"]["threads"] is None
+    with pytest.raises(ConfigError, match="threads.*must be >= 1"):
+        resolve_config("baseline_v2", ["threads=0"])
+    with pytest.raises(ConfigError, match="adaptive_threads' is retired"):
+        resolve_config("baseline_v2", ["adaptive_threads=True"])
+    with caplog.at_level(logging.WARNING):
+        old = resolve_config({"extends": "baseline_v2", "adaptive_threads": True})
+    assert "adaptive_threads' is ignored: retired" in caplog.text and "adaptive_threads" not in old["global"]
+
+
+# ------------------------------------------------------------------------------------------ byte-identical weights
+@pytest.fixture(scope="module")
+def plan_data(tmp_path_factory) -> dict[str, list[str]]:
+    return toy_splits(tmp_path_factory.mktemp("plan_data"), {"train": 16000, "val": 3000, "test": 2000}, seed=240)
+
+
+def busy_loops(n: int) -> list[subprocess.Popen]:
+    """`n` processes that keep a core busy each until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_same_config_data_and_seed_give_byte_identical_weights_however_busy_the_machine(plan_data, tmp_path):
+    """The same production run twice, the second while other processes keep every core busy: byte-identical
+    weights.json and the same plan. Expert 3 is forced onto two threads and expert 0 is planned: a thread count
+    that followed the load (as adaptive_threads did) would train other weights."""
+    config = {"extends": "baseline_v2", "data": plan_data, "experts": [0, 3], "epochs": 6, "plot_every": 1000,
+              "expert_3": {"threads": 2}}
+    from neuro_trigger.runner.api import train
+
+    quiet = train(config, production=True, log_root=tmp_path / "quiet", show_progress=False)
+    loops = busy_loops(cpu_cores())
+    try:
+        busy = train(config, production=True, log_root=tmp_path / "busy", show_progress=False)
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert quiet.ok and busy.ok
+    assert (quiet.folder / "weights.json").read_bytes() == (busy.folder / "weights.json").read_bytes()
+    assert quiet.summary["plan"] == busy.summary["plan"]
+    forced = busy.summary["plan"]["experts"]["expert_3"]
+    assert forced["threads"] == 2 and forced["set_by"] == "config"
+    for folder in (quiet.folder, busy.folder):
+        for key, planned in folder_plan(folder).items():
+            assert f"{key}: process" in (log := (folder / f"{key}.log").read_text())
+            assert f"{planned} CPU thread(s) as the run's plan says" in log, key
+        assert "thread plan for" in (folder / "app.log").read_text()
+
+
+def folder_plan(folder: Path) -> dict[str, int]:
+    plan = json.loads((folder / "summary.json").read_text())["plan"]
+    return {key: entry["threads"] for key, entry in plan["experts"].items()}
