@@ -174,8 +174,8 @@ def plan_run(folder: Path, resolved: dict, counts: dict[str, int], on_cpu: bool,
     log.info("%s%s", "resumed: " if recorded else "", plan.describe())
     for job in plan.jobs:
         if job.threads > cores:
-            log.warning("%s: %d threads on %d cores: it trains alone, slower than on %d", job.key, job.threads,
-                        cores, cores)
+            log.warning("%s: %d threads on %d cores: it trains alone, and its threads wait for each other",
+                        job.key, job.threads, cores)
     if not recorded:
         summary["plan"] = plan.as_dict()
         write_json(folder / "summary.json", summary)

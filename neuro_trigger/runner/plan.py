@@ -9,8 +9,9 @@ differently for another count: the weights depend on the thread count). Standard
 launcher plans a run's experts with it, and a sweep can plan its trials the same way.
 
 The rule (`make_plan`):
-- the jobs start largest first; a job starts once fewer than `at_once` jobs run and the cores its threads
-  need are free (a job never waits for a later one, and nothing runs beside a job that needs every core);
+- the jobs start largest first; a job starts once fewer than `at_once` jobs (min(`workers`, cores)) run and
+  the cores its threads need are free (a job never waits for a later one, and nothing runs beside a job that
+  needs every core);
 - every job starts from one thread; then, largest job first, a job gets one thread more where that ends the
   run (as `simulate` estimates it with `speed`) at least `MIN_GAIN` sooner, up to what its batch can use
   (`useful_threads`), until no job's thread more does.
@@ -96,7 +97,7 @@ class Plan:
         jobs = ", ".join(f"{job.key} {job.threads} thread{'s' if job.threads > 1 else ''}"
                          f"{'' if job.set_by == 'plan' else f' (by the {job.set_by})'} "
                          f"[{job.start:.0%}-{job.end:.0%}]" for job in self.jobs)
-        return (f"thread plan for {self.cores} core(s), at most {self.at_once} training(s) at once, in this order "
+        return (f"thread plan for {self.cores} core(s), at most {self.at_once} job(s) at once, in this order "
                 f"(each starts once the cores it needs are free; [when, as estimated shares of the run]): {jobs}")
 
 
@@ -143,7 +144,7 @@ def make_plan(jobs: Sequence[Job], cores: int, workers: int) -> Plan:
     if len(set(keys)) != len(keys):
         raise ValueError(f"job keys must be distinct: {keys}")
     order = sorted(jobs, key=lambda job: (-job.work, job.key))
-    at_once = max(1, min(workers, cores, len(order)))
+    at_once = max(1, min(workers, cores))  # jobs of any kind, as the launcher counts them
     threads = {job.key: job.threads or 1 for job in order}
     times, length = simulate(order, threads, cores, at_once)
     improved = True
