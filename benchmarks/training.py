@@ -70,11 +70,10 @@ class Trainbench:
         import torch
 
         from neuro_trigger.data.selection import expert_rows
-        from neuro_trigger.runner.local import threads_per_expert
 
         self.last_trainer: Any = None
         self.data, self.stores, self.tmp = data, stores, tmp
-        self.threads = threads_per_expert(1)  # what a run on this machine gives each expert
+        self.threads = 1  # the unit of the floor and of the thread plan (runner/plan.py); ours and raw alike
         torch.set_num_threads(self.threads)
         config = self.config(2048, 1)
         self.train_rows = expert_rows(stores["train"], config)
@@ -329,8 +328,8 @@ def bench_per_sample(bench: Trainbench, ours_2048: float, ours_training: float, 
 
 
 def bench_threads(bench: Trainbench, ours_2048: float, sizes: Sizes) -> Row:
-    """Informational: the real path at batch 2048 with the other thread count (1 <-> 2) than
-    threads_per_expert(1) gives a lone expert here."""
+    """Informational: the real path at batch 2048 on two threads against one (what the thread plan's
+    THREAD_EFFICIENCY stands for)."""
     import torch
 
     other = 1 if bench.threads > 1 else 2
@@ -341,7 +340,7 @@ def bench_threads(bench: Trainbench, ours_2048: float, sizes: Sizes) -> Row:
     finally:
         torch.set_num_threads(bench.threads)
     return Row("info_threads_1_vs_2", f"one expert alone, batch 2048, {bench.threads} thread(s) "
-               "(threads_per_expert(1))", ours_2048, "samples/s", f"the same with {other} torch thread(s)",
+               "(the rows above)", ours_2048, "samples/s", f"the same with {other} torch thread(s)",
                alt.rate(), ours_2048 / alt.rate(), f"{bench.threads} vs {other} threads", "informational", None,
                "sensitive to other work on the machine: see the column 'other work'",
                extra={"other_threads": other, "alternative": alt.summary()})

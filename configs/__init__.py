@@ -25,6 +25,7 @@ configs = {
         "in_size": 27,
         "out_size": 2,
         "workers": 5,
+        "threads": None,  # None: the run's thread plan decides each expert's CPU threads (summary.json "plan")
         "epochs": 10,
         "model": "BaselineModel",
         "loss": "MSELoss",
@@ -40,7 +41,6 @@ configs = {
         "monitor": "auto",
         "gradient_clip_val": None,
         "plot_every": 10,
-        "adaptive_threads": False,
         "stall_warn_s": 300,  # an expert silent this long is named on the console
         "stall_stop_s": 1800,  # ... and this long is stopped as failed (--resume retries it)
         "accelerator": "auto",

@@ -9,7 +9,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from neuro_trigger import REPO_ROOT
-from neuro_trigger.config.schema import DIST_EXAMPLE, LEGACY_FILTERS, NUMBER, REQUIRED, RUN_RECORD_KEYS, SCHEMA, Key
+from neuro_trigger.config.schema import (
+    DIST_EXAMPLE,
+    LEGACY_FILTERS,
+    NUMBER,
+    REQUIRED,
+    RETIRED_KEYS,
+    RUN_RECORD_KEYS,
+    SCHEMA,
+    Key,
+)
 
 DOCS_PATH = REPO_ROOT / "docs" / "config_keys.md"
 
@@ -83,6 +92,10 @@ def render_config_docs() -> str:
         "  the dict to write instead;",
         "- any other key is an error that names the file, line and the closest known key (a misspelt key",
         "  must never be silently ignored).",
+        "",
+        "Keys this trainer once had and no longer has are ignored with a one-line warning in a config (an error",
+        "in `-m`): "
+        + "; ".join(f"`{k}`: {why}" for k, why in RETIRED_KEYS.items()) + ".",
         "",
     ]
     return "\n".join(lines)

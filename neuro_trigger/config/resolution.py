@@ -22,6 +22,7 @@ from neuro_trigger.config.schema import (
     LEGACY_FILTERS,
     PER_EXPERT_FORBIDDEN,
     REQUIRED,
+    RETIRED_KEYS,
     RUN_RECORD_KEYS,
     SCHEMA,
     SOLO_EXPERT,
@@ -33,6 +34,7 @@ from neuro_trigger.errors import clip
 
 log = logging.getLogger(__name__)
 
+IGNORED_KEYS = {**RUN_RECORD_KEYS, **RETIRED_KEYS}  # set nothing: ignored with a warning
 REPLACED_WHOLE = {"dist"}  # a child's value replaces the parent's instead of merging into it
 
 
@@ -122,6 +124,8 @@ def _check_key_path(parts: list[str], text: str) -> Key | None:
             raise ConfigError(f"-m {clip(text)}: name a key inside {parts[0]}, e.g. {parts[0]}.batch_size=16")
         if rest[0] in PER_EXPERT_FORBIDDEN:
             raise ConfigError(f"-m {clip(text)}: '{rest[0]}' cannot be set per expert")
+    if rest[0] in RETIRED_KEYS:
+        raise ConfigError(f"-m {clip(text)}: '{rest[0]}' is {RETIRED_KEYS[rest[0]]}")
     for i, part in enumerate(rest):
         if part not in schema:
             where = clip(".".join(parts[:len(parts) - len(rest) + i])) or "the config"
@@ -179,10 +183,10 @@ def resolve_among(config: str | Mapping[str, Any], overrides: Sequence[str], exp
     by_path: dict[tuple[str, ...], tuple[str, ...]] = {}
     for link in chain:
         own = {k: v for k, v in chain_configs[link].items() if k != "extends"}
-        for key in [k for k in own if k in RUN_RECORD_KEYS]:
+        for key in [k for k in own if k in IGNORED_KEYS]:
             line = sources.line_of(source_file, link, (key,))
             place = f"{sources.display_path(source_file)}:{line}: " if line else ""
-            log.warning("%sconfig '%s': key '%s' is ignored: %s", place, clip(link), key, RUN_RECORD_KEYS[key])
+            log.warning("%sconfig '%s': key '%s' is ignored: %s", place, clip(link), key, IGNORED_KEYS[key])
             del own[key]
         _merge(merged, own, ("config", link), by_path)
     origins = sources.Origins(source_file, by_path)

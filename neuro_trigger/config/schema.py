@@ -233,6 +233,12 @@ SCHEMA: dict[str, Key] = {
                     default=2, limits="1, 2"),
     "workers": Key((int,), "processes run at once (expert trainings, plot jobs); on CPU at most one per core",
                    Bound(1), default=5),
+    "threads": Key((int,), "CPU threads an expert trains on, for its whole training (local runs); None: the "
+                   "run's thread plan decides before any expert starts, from each expert's rows x epochs and batch "
+                   "size, the cores and `workers` (runner/plan.py, recorded in summary.json as `plan`). The weights "
+                   "depend on the thread count: the same config, data, seed and threads give byte-identical weights. "
+                   "A SLURM job trains on `slurm.cpus_per_expert` threads (at most 4)", Bound(1, 256), nullable=True,
+                   default=None),
     "epochs": Key((int,), "maximum number of epochs", Bound(1), default=10),
     "model": Key((str,), "network", choices=registry.MODELS, default="BaselineModel"),
     "loss": Key((str,), "loss function", choices=registry.LOSSES, default="MSELoss"),
@@ -258,8 +264,6 @@ SCHEMA: dict[str, Key] = {
     "gradient_clip_val": Key(NUMBER, "gradient norm clipping; None: no clipping", POSITIVE, nullable=True,
                              default=None),
     "plot_every": Key((int,), "send plots to TensorBoard every N epochs", Bound(1), default=10),
-    "adaptive_threads": Key((bool,), "experts still training try the CPU cores freed by finished ones and keep "
-                            "them where faster; depends on timing, so not bit-reproducible", default=False),
     "stall_warn_s": Key(NUMBER, "seconds an expert may go without a sign of progress (its start, a chunk of "
                         "batches, an epoch, its results) before the run warns, naming it and its pid", POSITIVE,
                         default=300),
@@ -284,7 +288,7 @@ SCHEMA: dict[str, Key] = {
                      "against the machine before a run folder is made",
                      _precision, default="32-true", limits=", ".join(f"`{p}`" for p in PRECISIONS)),
 }
-PER_EXPERT_FORBIDDEN = {"experts", "adaptive_threads", "stall_warn_s", "stall_stop_s"}
+PER_EXPERT_FORBIDDEN = {"experts", "stall_warn_s", "stall_stop_s"}
 TOP_ONLY = {"extends": Key((str,), "parent config")}
 
 # Keys the original project (belle2-pytorch-neuro-trigger) wrote into a run's hyper-parameters: a config
@@ -293,6 +297,11 @@ RUN_RECORD_KEYS = {
     "config": "the config's name (a run records it itself)",
     "git_id": "the code version of an old run (a run records its own)",
     "run_description": "an old run's description (give one with -d)",
+}
+# Keys this trainer once had and no longer has: a config that still sets one resolves, with a warning saying why.
+RETIRED_KEYS = {
+    "adaptive_threads": "retired: each expert's CPU threads are planned before any expert starts, never changed by "
+                        "timing (key `threads` sets them)",
 }
 # Filter names of the original project's first versions -> the same filter in today's syntax.
 LEGACY_FILTERS = {

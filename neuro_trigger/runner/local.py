@@ -1,9 +1,11 @@
 """The local launcher: a run's experts as processes of this machine.
 
-Processes come from a fork server that has imported the heavy libraries once; at most `workers` jobs
-run at once (on CPU at most one per core), the largest expert first, then each finished expert's
-figures, then the job assembling the run's files. The split data are shared with the jobs as read-only
-memory maps, never copied. A debug run trains its one expert in this process instead.
+Processes come from a fork server that has imported the heavy libraries once. The experts start in the
+order, and train on the CPU threads, of the run's thread plan (runner/plan.py), decided before the first
+one starts and recorded in app.log and summary.json; then come each finished expert's figures and the job
+assembling the run's files. At most `workers` jobs run at once, and on CPU their threads never outnumber the
+cores. The split data are shared with the jobs as read-only memory maps, never copied. A debug run trains
+its one expert in this process instead.
 """
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ from typing import Any
 
 from neuro_trigger import cpu_cores
 from neuro_trigger.data.dataset import ColumnStore, SharedColumns
+from neuro_trigger.data.selection import expert_rows
 from neuro_trigger.errors import UserError
 from neuro_trigger.judge.assemble import assemble
 from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots, write_report_figures
 from neuro_trigger.judge.report import FIGURE_SPLITS
+from neuro_trigger.run.files import read_json, write_json
 from neuro_trigger.run.status import (
     mark_failed_at_start,
     read_status,
@@ -35,13 +39,19 @@ from neuro_trigger.run.status import (
     write_status,
 )
 from neuro_trigger.runner.console import ProgressView, expert_key
+from neuro_trigger.runner.plan import Job, Plan, make_plan
 from neuro_trigger.runner.processes import process_context
 from neuro_trigger.runner.stalls import StallWatch, mark_stalled
-from neuro_trigger.training.devices import gpu_count, torch_device
+from neuro_trigger.training.devices import torch_device
 from neuro_trigger.training.expert import expert_logging, run_expert
 from neuro_trigger.training.stopping import job_process
 
 log = logging.getLogger("neuro_trigger")
+
+# The work of an expert's figure jobs in rows' worth of training arithmetic (runner/plan.py's unit), for the
+# plan: a job of 11 figures took as long as about 1.0M rows of expert 0's training on one thread, report.html's
+# 7 figures about 0.6-1.0M (docs/performance.md, "Issue 24").
+FIGURE_JOB_ROWS = {"plots": 1_000_000, "report": 700_000}
 
 
 def job_output(folder: Path, log_name: str) -> None:
@@ -52,21 +62,22 @@ def job_output(folder: Path, log_name: str) -> None:
     os.close(log_fd)
 
 
-def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads, progress,
-           resume_from: Path | None, run_pid: int, adaptive: bool, verbose: bool) -> None:
-    """Entry point of an expert process: its output goes to its own log, its status to status.json. An
-    interrupt before its training started exits 130 too: the parent reads the status and marks it interrupted."""
+def _child(folder: Path, key: str, handles: dict[str, SharedColumns], threads: int, progress,
+           resume_from: Path | None, run_pid: int, verbose: bool) -> None:
+    """Entry point of an expert process: its output goes to its own log, its status to status.json. It trains on
+    `threads` CPU threads, the plan's, from start to end. An interrupt before its training started exits 130
+    too: the parent reads the status and marks it interrupted."""
     import torch
 
     with job_process(run_pid):
         job_output(folder, f"{key}.log")
         expert_logging(folder, key)
-        log.info("%s: process %d started", key, os.getpid())
-        torch.set_num_threads(threads.value)
+        torch.set_num_threads(threads)
+        log.info("%s: process %d started, %d CPU thread(s) as the run's plan says", key, os.getpid(),
+                 torch.get_num_threads())
         stores = {split: ColumnStore.from_shared(h) for split, h in handles.items()}
         try:
-            run_expert(folder, key, stores, progress.put, resume_from, threads if adaptive else None, plots=False,
-                       verbose=verbose)
+            run_expert(folder, key, stores, progress.put, resume_from, plots=False, verbose=verbose)
         except KeyboardInterrupt:
             progress.cancel_join_thread()  # never wait at exit for a runner that may no longer read
             raise
@@ -109,53 +120,87 @@ def _assemble_child(folder: Path, handles: dict[str, SharedColumns], run_pid: in
 
 def run_in_process(folder: Path, keys: list[str], stores: dict[str, ColumnStore],
                     resume_from: dict[str, Path | None], show: bool, verbose: bool = False) -> None:
+    """The experts `keys`, one after the other, in this process (a debug run), each on the threads of the
+    run's plan for one job at a time."""
     import torch
 
-    if gpu_count() == 0:
-        torch.set_num_threads(threads_per_expert(1))
+    resolved = read_json(folder / "config.json", "config.json")
+    counts = {key: len(expert_rows(stores["train"], resolved["experts"][key])) for key in keys}
+    on_cpu = all(torch_device(resolved["experts"][key]).type == "cpu" for key in keys)
+    plan = plan_run(folder, resolved, counts, on_cpu, workers=1)
+    before = torch.get_num_threads()
     view = ProgressView(keys, show)
-    for key in keys:
-        handler = expert_logging(folder, key)
-        try:
-            run_expert(folder, key, stores, view.update, resume_from.get(key), verbose=verbose)
-        except (UserError, KeyboardInterrupt):
-            raise
-        except Exception as error:
-            log.exception("%s failed", key)
-            write_failure(folder, key, error)
-        finally:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    try:
+        for key in keys:
+            torch.set_num_threads(plan.threads()[key])
+            handler = expert_logging(folder, key)
+            try:
+                run_expert(folder, key, stores, view.update, resume_from.get(key), verbose=verbose)
+            except (UserError, KeyboardInterrupt):
+                raise
+            except Exception as error:
+                log.exception("%s failed", key)
+                write_failure(folder, key, error)
+            finally:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+    finally:
+        torch.set_num_threads(before)
 
 
-def threads_per_expert(slots: int) -> int:
-    """CPU threads for each of `slots` experts training at once.
-
-    Half the cores are shared out, at most 4 per expert: the networks are tiny, and an OpenMP
-    thread waiting for a core costs far more than it gives. Measured on 2 cores, batch 2048:
-    one thread 1.8 ms per step, two threads 57 ms while other processes kept both cores busy
-    (benchmark: 470k vs 129k samples/s with other work running; 466k vs 684k on a quiet machine).
-    The risk of a 4x loss outweighs a 1.5x gain, so a 2-core machine starts one thread per expert.
-    Cores freed later are offered to the experts still training; ThreadShare keeps them only where
-    its chunks then train faster.
-    """
-    return max(1, min(4, cpu_cores() // (2 * slots)))
+def plan_run(folder: Path, resolved: dict, counts: dict[str, int], on_cpu: bool, workers: int,
+             figure_jobs: tuple[str, ...] = ()) -> Plan:
+    """The thread plan of the experts in `counts` (their training rows), each followed by `figure_jobs` ("plots",
+    "report"), logged and recorded in summary.json as "plan". An expert's threads are fixed beforehand by the
+    config's `threads` or, in a resumed run, by the plan that run recorded (it goes on as it started); on a GPU
+    each expert takes one CPU thread. A run folder keeps the plan of its first launch: a resume only logs its
+    own."""
+    summary = read_json(folder / "summary.json", "summary.json")
+    recorded = summary.get("plan", {}).get("experts", {})
+    jobs = []
+    for key, rows in counts.items():
+        config = resolved["experts"][key]
+        epochs = max(1, config["epochs"] - (read_status(folder, key).get("epochs_done") or 0))
+        if config.get("threads"):
+            fixed, by = config["threads"], "config"
+        elif key in recorded:
+            fixed, by = recorded[key]["threads"], "earlier plan"
+        else:
+            fixed, by = (None if on_cpu else 1), "plan"
+        jobs.append(Job(key, rows, epochs, config["batch_size"], fixed, by,
+                        tuple(FIGURE_JOB_ROWS[kind] for kind in figure_jobs)))
+    cores = cpu_cores() if on_cpu else max(1, workers)
+    plan = make_plan(jobs, cores, workers)
+    log.info("%s%s", "resumed: " if recorded else "", plan.describe())
+    for job in plan.jobs:
+        if job.threads > cores:
+            log.warning("%s: %d threads on %d cores: it trains alone, and its threads wait for each other",
+                        job.key, job.threads, cores)
+    if not recorded:
+        summary["plan"] = plan.as_dict()
+        write_json(folder / "summary.json", summary)
+    return plan
 
 
 def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], counts: dict[str, int],
                   resume_from: dict[str, Path | None], show: bool, unplotted: list[tuple[str, str]] = (),
                   verbose: bool = False) -> bool:
-    """The experts in `counts` as processes, the largest first, at most `workers` (on CPU at most one
-    per core) at once; the split data are shared with them, not copied. Returns whether the run's folder was
-    assembled (by a job of its own, once every expert has trained: judge.assemble). Experts on a GPU share
-    it: `workers` of them at once; none of the processes is forked from one that has initialised CUDA."""
-    keys = sorted(counts, key=lambda k: -counts[k])
-    if not keys and not unplotted:
+    """The experts in `counts` (their training rows) as processes, in the order and on the threads of the run's
+    plan (`plan_run`), at most `workers` jobs at once and on CPU no more threads than cores; the split data are
+    shared with them, not copied. Returns whether the run's folder was assembled (by a job of its own, once
+    every expert has trained: judge.assemble). Experts on a GPU share it: `workers` of them at once; none of
+    the processes is forked from one that has initialised CUDA."""
+    if not counts and not unplotted:
         return False
     workers = resolved["global"]["workers"]
     # a finished expert's figures: one job per split, and one for report.html's figures
     figure_jobs = [("plots", split) for split in PLOT_SPLITS if split in stores] + \
         [("report", split) for split in FIGURE_SPLITS if split in stores]
+    on_cpu = all(torch_device(resolved["experts"][k]).type == "cpu" for k in counts)
+    plan = plan_run(folder, resolved, counts, on_cpu, workers, tuple(kind for kind, _ in figure_jobs)) \
+        if counts else None
+    keys = [job.key for job in plan.jobs] if plan else []
+    threads = plan.threads() if plan else {}
     # Jobs: ("train", key) trains an expert and writes its predictions; ("plots", key, split) then draws
     # its figures and ("report", key, split) report.html's; ("assemble",) writes the run's prediction tables,
     # weights.json and summary.json once no expert is left to train. As jobs of their own, they keep every
@@ -163,15 +208,12 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
     pending: list[tuple[str, ...]] = [("train", key) for key in keys] + [("plots", *job) for job in unplotted] \
         + [("report", key, split) for key, split in unplotted if split in FIGURE_SPLITS]
     slots = max(1, min(workers, len(pending) + len(keys) * len(figure_jobs)))
-    on_cpu = all(torch_device(resolved["experts"][k]).type == "cpu" for k in keys)
-    if on_cpu:
-        slots = min(slots, cpu_cores())
+    cores = cpu_cores() if on_cpu else None  # on a GPU only `workers` limits the jobs at once
+    if cores:
+        slots = min(slots, cores)
     ctx = process_context()
-    threads = ctx.Value("i", threads_per_expert(slots))
-    adaptive = bool(resolved["global"].get("adaptive_threads", False))
     run_pid = os.getpid()
-    log.info("%d processes at a time (trainings, then figures), %d CPU thread(s) per training", slots,
-             threads.value)
+    log.info("at most %d processes at a time (trainings, then figures)", slots)
     shared = {split: store.to_shared() for split, store in stores.items()}
     progress = ctx.Queue()
     view = ProgressView(keys, show)
@@ -180,12 +222,15 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
     assembled = False
     try:
         while pending or running:
-            while pending and len(running) < slots:
+            # in the plan's order: a job waits for the cores its threads need (no later job passes it)
+            while pending and len(running) < slots and (
+                    not running or cores is None or _cores_of(pending[0], threads) + sum(
+                        _cores_of(j, threads) for j in running) <= cores):
                 job = pending.pop(0)
                 if job[0] == "train":
                     proc = ctx.Process(target=_child, name=job[1],
-                                       args=(folder, job[1], shared, threads, progress, resume_from.get(job[1]),
-                                             run_pid, adaptive, verbose))
+                                       args=(folder, job[1], shared, threads[job[1]], progress,
+                                             resume_from.get(job[1]), run_pid, verbose))
                     view.update({"expert": job[1], "status": "started"})
                     stalls.heard(job[1])
                 elif job[0] in ("plots", "report"):
@@ -218,9 +263,6 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
                 del running[job]
                 if job[0] == "train":
                     stalls.forget(job[1])
-                if adaptive and not pending and running and on_cpu:
-                    # the jobs still running may take over the freed cores (ThreadShare keeps them only if faster)
-                    threads.value = max(1, min(4, cpu_cores() // len(running)))
                 if job[0] == "assemble":
                     assembled = proc.exitcode == 0
                     if not assembled:
@@ -273,6 +315,11 @@ def run_parallel(folder: Path, resolved: dict, stores: dict[str, ColumnStore], c
         view.close()
         for handle in shared.values():
             handle.release()
+
+
+def _cores_of(job: tuple[str, ...], threads: dict[str, int]) -> int:
+    """The cores a job keeps busy: a training its plan's threads, any other job one."""
+    return threads[job[1]] if job[0] == "train" else 1
 
 
 def _show_progress(progress, view: ProgressView, stalls: StallWatch) -> None:

@@ -145,8 +145,11 @@ class ExpertJob(submitit.helpers.Checkpointable):
             log.info("%s: SLURM job %s continues from %s", key, slurm_job_id(), resume_from)
         import torch
 
-        # the job's own cores, at most 4: more threads than that only wait on each other (runner/local.py)
-        torch.set_num_threads(max(1, min(4, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))))
+        # the config's `threads`, else the job's own cores, at most 4: more only wait on each other (runner/plan.py)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))["experts"][key]
+        threads = config.get("threads") or max(1, min(4, int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))))
+        torch.set_num_threads(threads)
+        log.info("%s: training on %d CPU thread(s)", key, threads)
         last_report = [0.0]
 
         def report(message: dict[str, Any]) -> None:

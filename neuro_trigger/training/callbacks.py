@@ -1,6 +1,6 @@
-"""Callbacks of an expert's Trainer: progress reports for the console view, the CPU thread share, plots to
-TensorBoard, and the expert's hyperparameters with its final metrics for TensorBoard's HParams view (the
-checkpoints and early stopping: training/checkpoints.py).
+"""Callbacks of an expert's Trainer: progress reports for the console view, plots to TensorBoard, and the expert's
+hyperparameters with its final metrics for TensorBoard's HParams view (the checkpoints and early stopping:
+training/checkpoints.py).
 
 Everything here runs once per epoch of every expert, and a small expert's epoch takes milliseconds: each
 callback does the least it can per epoch (docs/performance.md).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,57 +71,6 @@ class ProgressReport(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         log.info("expert %s: training ended after epoch %d", self.expert, trainer.current_epoch - 1)
-
-
-class ThreadShare(L.Callback):
-    """Follows the CPU thread count the runner grants (a shared integer): when other experts finish,
-    the ones still training may take over the freed cores.
-
-    More threads pay only on free cores: on this project's 2-core machine two threads trained 1.5x
-    faster than one when it was quiet, and 4x slower with other work on the cores. So a larger grant
-    is tried on one window of chunks and kept only if its chunks train faster than those just before;
-    a declined grant is tried again `retry_after` windows later. A smaller grant applies at once.
-    """
-
-    def __init__(self, threads, window: int = 8, retry_after: int = 64, clock=time.perf_counter) -> None:
-        self.threads = threads
-        self.window = window
-        self.retry_after = retry_after
-        self.clock = clock
-        self._start = 0.0
-        self._times: list[float] = []
-        self._windows = 0
-        self._baseline = math.inf  # median seconds per chunk in the window before a trial
-        self._trial_from: int | None = None  # the thread count to go back to if the trial loses
-        self._declined_at: int | None = None
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._start = self.clock()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        import torch
-
-        self._times.append(self.clock() - self._start)
-        if len(self._times) < self.window:
-            return
-        seconds = statistics.median(self._times)
-        self._times.clear()
-        self._windows += 1
-        current = torch.get_num_threads()
-        if self._trial_from is not None:
-            if seconds >= self._baseline:
-                torch.set_num_threads(self._trial_from)
-                self._declined_at = self._windows
-            self._trial_from = None
-            return
-        wanted = self.threads.value
-        if wanted < current:
-            torch.set_num_threads(wanted)
-        elif wanted > current and (self._declined_at is None
-                                   or self._windows - self._declined_at >= self.retry_after):
-            self._baseline = seconds
-            self._trial_from = current
-            torch.set_num_threads(wanted)
 
 
 class TensorBoardPlots(L.Callback):

@@ -44,16 +44,16 @@ def slurm_job_id() -> str | None:
 
 
 def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
-               report=None, resume_from: Path | None = None, threads=None, plots: bool = True,
+               report=None, resume_from: Path | None = None, plots: bool = True,
                verbose: bool = False) -> dict[str, Any]:
     """Train one expert of the run in `folder` and write its part of the folder; returns its status.
 
     Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
     `resume_from` is a checkpoint to continue from. On Ctrl-C the status says "interrupted" with
     the number of epochs done, and KeyboardInterrupt is raised; once the training is over, a stop waits until
-    the results and the status "finished" are written, and is raised then. `threads` (a shared integer) is
-    the CPU thread count the runner grants this expert; it is read at every epoch start. `plots`
-    False leaves the figures to expert_results.write_expert_plots (a parallel run draws them in jobs of their own).
+    the results and the status "finished" are written, and is raised then. It trains on the CPU threads its
+    launcher set (torch.set_num_threads; for local runs the plan of runner/plan.py). `plots` False leaves the
+    figures to expert_results.write_expert_plots (a parallel run draws them in jobs of their own).
     `verbose` lets Lightning's banners and routine warnings through.
     """
     import lightning as L
@@ -102,7 +102,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     if config.get("load_pre_trained_weights"):
         load_weights_into(module.model, config["load_pre_trained_weights"], key)
     first_epoch = epochs_in_checkpoint(Path(resume_from)) if resume_from is not None else 0
-    trainer, checkpoint = build_trainer(config, expert_dir, report, threads, first_epoch=first_epoch)
+    trainer, checkpoint = build_trainer(config, expert_dir, report, first_epoch=first_epoch)
     log.info("%s: network and trainer built", key)
     if resume_from is not None:
         log.info("%s: resuming from %s (%d epochs done)", key, resume_from, first_epoch)
@@ -163,13 +163,13 @@ def monitored_loss(config: dict[str, Any]) -> str:
     return "val_reweighted_loss" if config["dist"] else "val_loss"
 
 
-def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads=None, first_epoch: int = 0):
+def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, first_epoch: int = 0):
     """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots.
     `first_epoch`: the epochs a resumed fit's checkpoint holds (metrics.csv keeps their rows)."""
     import lightning as L
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
-    from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots, ThreadShare
+    from neuro_trigger.training.callbacks import HParamsSummary, ProgressReport, TensorBoardPlots
     from neuro_trigger.training.checkpoints import (
         BufferedTensorBoardLogger,
         KeptCSVLogger,
@@ -196,8 +196,7 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, threads
                    PatienceStopping(monitor, patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
                    TensorBoardPlots(config["plot_every"], config["out_size"]),
-                   HParamsSummary(config, monitor)]
-        + ([ThreadShare(threads)] if threads is not None else []),
+                   HParamsSummary(config, monitor)],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
