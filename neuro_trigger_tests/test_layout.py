@@ -17,7 +17,7 @@ from neuro_trigger import REPO_ROOT
 
 # top to bottom: a module may import from its own layer or any below it
 LAYERS = ("cli", "sweep", "runner", "training", "judge", "fpga", "run", "config", "data", "base")
-CLI_MODULES = {"neuro_trigger.main", "neuro_trigger.evaluate", "neuro_trigger.compare"}
+CLI_MODULES = {"neuro_trigger.main", "neuro_trigger.evaluate", "neuro_trigger.compare", "neuro_trigger.export"}
 MAX_LINES = 400
 
 
