@@ -62,8 +62,7 @@ def write_failure(folder: Path, key: str, error: BaseException) -> None:
 def mark_failed_at_start(folder: Path, key: str, reason: str) -> None:
     """An expert whose process never started training: the reason goes to its status, its log and the console."""
     log.error("%s failed: %s", key, reason)
-    with open(folder / f"{key}.log", "a", encoding="utf-8") as f:
-        f.write(f"{now()} ERROR {key} failed: {reason}\n")
+    note_in_log(folder, key, f"ERROR {key} failed: {reason}")
     write_status(folder, key, {"status": "failed", "error": reason, "ended": now()})
 
 
@@ -87,14 +86,32 @@ def record_exit(folder: Path, key: str, exitcode: int | None, interrupted: bool 
     else:
         status.update(status="failed", error=f"process exited with code {exitcode}")
     if status.get("epochs_done") is None:
-        status["epochs_done"] = epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt")
+        status["epochs_done"] = epochs_in_checkpoint(last_checkpoint(folder, key))
     status["ended"] = now()
     write_status(folder, key, status)
     how = f"killed by signal {signal.Signals(-exitcode).name}" if exitcode is not None and exitcode < 0 else \
         f"ended with exit code {exitcode}"
+    note_in_log(folder, key, f"WARNING {key}: its process {how} before it could say so; marked {status['status']}, "
+                f"its last checkpoint holds {status['epochs_done']} epoch(s)")
+
+
+def mark_interrupted(folder: Path, key: str) -> None:
+    """An expert whose process or job ended before it could say so: interrupted, with the epochs its last
+    checkpoint holds (what --resume goes on from)."""
+    update_status(folder, key, status="interrupted", ended=now(),
+                  epochs_done=epochs_in_checkpoint(last_checkpoint(folder, key)))
+
+
+def note_in_log(folder: Path, key: str, line: str) -> None:
+    """A line (after the time) in `expert_N.log`, written for the expert by whoever saw what its process could
+    not say."""
     with open(folder / f"{key}.log", "a", encoding="utf-8") as f:
-        f.write(f"{status['ended']} WARNING {key}: its process {how} before it could say so; marked "
-                f"{status['status']}, its last checkpoint holds {status['epochs_done']} epoch(s)\n")
+        f.write(f"{now()} {line}\n")
+
+
+def last_checkpoint(folder: Path, key: str) -> Path:
+    """Where an expert keeps the whole training state it resumes from."""
+    return folder / key / "ckpts" / "last.ckpt"
 
 
 def epochs_in_checkpoint(checkpoint: Path) -> int:

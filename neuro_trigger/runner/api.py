@@ -23,7 +23,7 @@ from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots
 from neuro_trigger.judge.run_size import estimated_run_bytes
 from neuro_trigger.run.files import read_json, write_json
 from neuro_trigger.run.folder import create_run_folder, ensure_writable, write_git_snapshot
-from neuro_trigger.run.status import read_status, status_of
+from neuro_trigger.run.status import last_checkpoint, read_status, status_of
 from neuro_trigger.run.weights import check_weights_file
 from neuro_trigger.runner.console import setup_console, setup_logging
 from neuro_trigger.runner.finish import finish_run, log_end
@@ -318,7 +318,7 @@ def _resume(folder: Path, resolved: dict[str, Any], summary: dict[str, Any], unp
                                cli_slurm or {}, folder.parent.parent)
     resume_from = {}
     for key in todo:
-        last = folder / key / "ckpts" / "last.ckpt"
+        last = last_checkpoint(folder, key)
         resume_from[key] = last if last.is_file() else None
     log.info("resuming %s: %s", folder, ", ".join(
         f"{k} from {'its last checkpoint' if resume_from[k] else 'the start'}" for k in todo) or "nothing to train")

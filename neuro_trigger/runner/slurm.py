@@ -31,7 +31,7 @@ from neuro_trigger.errors import UserError
 from neuro_trigger.judge.expert_results import PLOT_SPLITS
 from neuro_trigger.run.files import write_json
 from neuro_trigger.run.folder import append_journal
-from neuro_trigger.run.status import epochs_in_checkpoint, now, status_of, update_status
+from neuro_trigger.run.status import mark_interrupted, now, status_of
 from neuro_trigger.runner.slurm_jobs import ExpertJob, assemble_job, plots_job, refresh_summary, tables_job
 from neuro_trigger.runner.slurm_queue import JOBS_FILE, cancel, job_ids, last_line, queued_jobs, read_jobs, run_command
 
@@ -259,8 +259,7 @@ def withdraw(folder: Path, submission: dict[str, Any], before: set[str], reason:
         time.sleep(1)
     for key in submission["experts"]:
         if status_of(folder, key) == "running":  # killed before it could say so
-            update_status(folder, key, status="interrupted", ended=now(),
-                          epochs_done=epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt"))
+            mark_interrupted(folder, key)
     slurm_dir = folder / "slurm"
     job_dirs = {p for p in slurm_dir.iterdir() if p.is_dir() and p.name.split("_")[0] in
                 {j.split("_")[0] for j in submitted}}

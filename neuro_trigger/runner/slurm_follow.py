@@ -12,12 +12,10 @@ from typing import Any
 from neuro_trigger.run.files import read_json
 from neuro_trigger.run.status import (
     ENDED,
-    epochs_in_checkpoint,
-    now,
+    mark_interrupted,
     read_progress,
     read_status,
     status_of,
-    update_status,
 )
 from neuro_trigger.runner.console import ProgressView
 from neuro_trigger.runner.slurm_jobs import assemble_folder, note_job
@@ -142,8 +140,7 @@ def assemble_here(folder: Path, interrupted: bool = False) -> dict[str, Any]:
     """The assemble job's work, done by the submitting command (after scancel, say)."""
     for key in json.loads((folder / "config.json").read_text(encoding="utf-8"))["experts"]:
         if status_of(folder, key) == "running":  # its job is gone: it was killed before it could say so
-            update_status(folder, key, status="interrupted", ended=now(),
-                          epochs_done=epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt"))
+            mark_interrupted(folder, key)
     assemble_folder(folder, interrupted)
     for name, _ in SIDE:  # the jobs that never said how they ended
         if read_json(folder / "summary.json", "summary.json").get("jobs", {}).get(name, {}).get("status") in (

@@ -30,11 +30,10 @@ from neuro_trigger.run.files import read_json, write_json
 from neuro_trigger.run.prediction_tables import write_prediction_tables
 from neuro_trigger.run.status import (
     ENDED,
-    epochs_in_checkpoint,
-    now,
+    last_checkpoint,
+    mark_interrupted,
     read_status,
     status_of,
-    update_status,
     write_failure,
     write_progress,
 )
@@ -139,7 +138,7 @@ class ExpertJob(submitit.helpers.Checkpointable):
         state = read_status(folder, key)
         if state.get("status") == "finished":
             return "finished"
-        last = folder / key / "ckpts" / "last.ckpt"
+        last = last_checkpoint(folder, key)
         resume_from = last if last.is_file() else None
         if resume_from is not None:
             log.info("%s: SLURM job %s continues from %s", key, slurm_job_id(), resume_from)
@@ -164,8 +163,7 @@ class ExpertJob(submitit.helpers.Checkpointable):
             run_expert(folder, key, _stores(folder, resolved), report, resume_from, plots=False, verbose=verbose)
         except KeyboardInterrupt:
             if status_of(folder, key) not in ENDED:  # stopped before run_expert could say so
-                update_status(folder, key, status="interrupted", ended=now(),
-                              epochs_done=epochs_in_checkpoint(folder / key / "ckpts" / "last.ckpt"))
+                mark_interrupted(folder, key)
             refresh_summary(folder)
             raise
         except BaseException as error:

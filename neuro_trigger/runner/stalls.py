@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from neuro_trigger.run.status import now, update_status
+from neuro_trigger.run.status import note_in_log, now, update_status
 
 log = logging.getLogger("neuro_trigger")
 
@@ -63,7 +63,6 @@ def mark_stalled(folder: Path, key: str, who: str, silent: float) -> str:
     """An expert the launcher stopped for want of progress: failed, with the reason in its status and its log."""
     reason = f"stopped after {silent:.0f} s without progress ({who}; stall_stop_s)"
     log.error("%s: %s", key, reason)
-    with open(folder / f"{key}.log", "a", encoding="utf-8") as f:
-        f.write(f"{now()} ERROR {key}: {reason}\n")
+    note_in_log(folder, key, f"ERROR {key}: {reason}")
     update_status(folder, key, status="failed", error=reason, ended=now())
     return reason
