@@ -15,7 +15,7 @@ import numpy as np
 
 from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
 from neuro_trigger.errors import UserError
-from neuro_trigger.fpga.fixed_point import Precision, forward, hardware_layers
+from neuro_trigger.fpga.fixed_point import BASF2_PRECISION, Precision, forward, hardware_layers
 from neuro_trigger.run.files import write_json
 from neuro_trigger.run.folder import claim_numbered_folder
 
@@ -58,7 +58,7 @@ def expert_entry(key: str, model, config: Mapping[str, Any], check_rows: np.ndar
     if layers is None:
         raise UserError(f"{key}: a {config['model']} with activation '{activation}' has no hardware equivalent (the "
                         f"trigger runs linear layers each followed by tanh/2 or tanh); nothing exported")
-    six = list(config.get("fixed_point", {}).get("precision", [12, 8, 8, 12, 10, 10]))
+    six = list(config.get("fixed_point", {}).get("precision", BASF2_PRECISION))
     sizes = [layers[0][0].shape[1], *(w.shape[0] for w, _ in layers)]
     scaling = {"z_cm": list(Z_RANGE_CM), "theta_deg": list(THETA_RANGE_DEG)}  # output -1..1 onto these ranges
     entry = {"expert": config.get("expert"), "stereo_hit_pattern": STEREO_PATTERN.get(config.get("expert"), "?"),
@@ -79,7 +79,6 @@ def basf2_export(networks: Mapping[str, tuple[Any, Mapping[str, Any]]], seed: in
     return {"format": FORMAT, "version": FORMAT_VERSION,
             "weight_order": "layer by layer; within a layer output node by output node; within a node its inputs "
                             "in order, then the bias", "experts": experts}
-
 
 
 def write_basf2(networks: Mapping[str, tuple[Any, Mapping[str, Any]]], run_folder: Path, out: Path | None = None
