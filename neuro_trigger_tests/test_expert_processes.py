@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from neuro_trigger.runner.stalls import StallWatch
-from neuro_trigger_tests.run_helpers import start, status, toy_splits, wait_for
+from neuro_trigger_tests.run_helpers import communicate_or_kill, start, status, toy_splits, wait_for
 
 
 def test_a_stopped_expert_is_warned_about_then_stopped_as_failed(tmp_path: Path) -> None:
@@ -27,10 +27,8 @@ def test_a_stopped_expert_is_warned_about_then_stopped_as_failed(tmp_path: Path)
     pid = status(folder, "expert_3")["pid"]
     os.kill(pid, signal.SIGSTOP)
     try:
-        _, err = proc.communicate(timeout=240)
+        _, err = communicate_or_kill(proc, 240)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
         try:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:

@@ -20,7 +20,7 @@ import pytest
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.runner.api import resume, train
 from neuro_trigger.runner.slurm_queue import all_job_ids, queued_jobs
-from neuro_trigger_tests.run_helpers import start, status, toy_splits, wait_for
+from neuro_trigger_tests.run_helpers import communicate_or_kill, start, status, toy_splits, wait_for
 
 pytestmark = pytest.mark.slurm
 SLURM = ["cpus_per_expert=1", "mem_gb=1", "time_min=10"]
@@ -273,11 +273,7 @@ def test_a_stopped_expert_job_is_warned_about_then_cancelled_as_failed(slurm_clu
     wait_for_an_epoch(folder, "expert_3")
     job, pid = status(folder, "expert_3")["slurm_job_id"], status(folder, "expert_3")["pid"]
     os.kill(pid, signal.SIGSTOP)
-    try:
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    _, err = communicate_or_kill(proc, 300)
     assert proc.returncode == 1, err
     assert f"expert_3 (SLURM job {job}) has shown no progress for" in err
     state = status(folder, "expert_3")
