@@ -166,3 +166,27 @@ configs = {
         "dist": {"n_buckets": 11, "inf_bounds": True, "uniform": {"lower": -1.0, "upper": 1.5}},
     },
 }
+
+# Sweeps: each searches a space of config keys for the best network of each expert, one Optuna study per expert
+# (README: Sweeps; docs/sweeps.md). A list of values is a choice (a grid takes only these); a range is a tuple
+# ("float" | "log" | "int" | "log_int", low, high). `expert_N.key` varies a key of expert N only.
+sweeps = {
+    "lr_batch_grid": {
+        "config": "baseline_v2",
+        "description": "Learning rate x batch size: every point of the 3 x 4 grid for each expert.",
+        "space": {"learning_rate": [1e-3, 3e-3, 1e-2], "batch_size": [256, 512, 1024, 2048]},
+    },
+    "baseline_v2_tpe": {
+        "config": "baseline_v2",
+        "description": "TPE over learning rate, weight decay and activation; expert 4 (the fewest rows) also over "
+        "its batch size.",
+        "sampler": "tpe",
+        "trials": 20,
+        "space": {
+            "learning_rate": ("log", 1e-4, 1e-2),
+            "weight_decay": ("log", 1e-7, 1e-4),
+            "act": ["tanh/2", "tanh"],
+            "expert_4.batch_size": ("int", 16, 512),
+        },
+    },
+}

@@ -1,6 +1,7 @@
 """Command line: train the experts of a named config.
 
     python neuro_trigger/main.py CONFIG [-p] [-s] [-d DESCRIPTION] [-m KEY=VALUE ...]
+    python neuro_trigger/main.py --sweep NAME [-p] [--trials N] [-m KEY=VALUE ...]
 
 Parses the arguments and calls `neuro_trigger.runner.api.train`; a mistake a user can make
 ends in one line on stderr and exit code 2, a failed expert in exit code 1.
@@ -25,7 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="neuro_trigger/main.py",
         description="Train the NeuroTrigger experts of a config (see configs/__init__.py, --list).",
     )
-    parser.add_argument("config", nargs="?", help="name of the config to train, e.g. baseline_v2")
+    parser.add_argument("config", nargs="?", help="name of the config to train, e.g. baseline_v2, or a JSON file "
+                        "holding one (a sweep's best/winners_config.json)")
+    parser.add_argument("--sweep", metavar="NAME", help="run the sweep NAME of configs/__init__.py (see --list): "
+                        "each expert's best network over the sweep's space, into log/sweeps/NAME/version_N")
+    parser.add_argument("--trials", type=int, metavar="N", help="with --sweep: at most N trials per expert (a "
+                        "grid's first N points)")
     parser.add_argument("-p", "--production", action="store_true",
                         help="production run: every expert in parallel into log/<config>/version_N; "
                              "without it a debug run: first expert only, in-process, at most 10 epochs, "
@@ -37,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-m", "--modify", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config keys, dotted for nested and per-expert keys, e.g. "
                              "-m expert_2.batch_size=16 act=softsign dist.norm.std=0.3")
-    parser.add_argument("--list", action="store_true", help="list the configs with their parents and descriptions")
+    parser.add_argument("--list", action="store_true", help="list the configs with their parents and descriptions, "
+                        "and the sweeps")
     parser.add_argument("--resume", type=Path, metavar="RUN_FOLDER",
                         help="continue an interrupted or failed run, e.g. log/baseline_v2/version_3: experts "
                              "not finished go on from their last checkpoint, then the folder is completed")
@@ -106,16 +113,29 @@ def _main(argv: list[str] | None) -> int:
             for row in list_configs():  # a broken config is listed with what is wrong, the others still are
                 note = f"  [BROKEN: {row.problem}]" if row.problem else ""
                 print(f"{row.name:<34} {('<- ' + row.parent) if row.parent else '':<24} {row.description}{note}")
+            from neuro_trigger.sweep.space import sweep_names
+
+            sweeps = sweep_names()
+            if sweeps:
+                print("\nsweeps (--sweep NAME):")
+            for name, config, description in sweeps:
+                print(f"{name:<34} {('on ' + config) if config else '':<24} {description}")
             return 0
         if args.resume:
             if args.config or args.modify or args.solo or args.production:
                 raise UserError("--resume continues a run as it was configured: give it no config, -p, -s or -m")
+            from neuro_trigger.sweep.api import is_sweep_folder
+
+            if is_sweep_folder(args.resume):
+                return _resume_sweep(args)
             from neuro_trigger.runner.api import resume
 
             result = resume(args.resume, verbose=args.verbose, launcher=args.launcher, slurm=args.slurm,
                             detach=args.detach)
             print(result.folder)
             return 0 if result.ok else 1
+        if args.sweep or args.trials is not None:
+            return _sweep(args)
         if not args.config:
             raise UserError("name a config to train (see --list)")
         if args.production and args.launcher in (None, "local"):
@@ -127,11 +147,12 @@ def _main(argv: list[str] | None) -> int:
 
         # the mistakes these find end the command before torch is imported, and before the prompt
         check_launcher(args.launcher or "local", args.slurm, args.detach, args.production)
-        resolve_config(args.config, args.modify, experts=[-1] if args.solo else None)
+        config = config_argument(args.config)
+        resolve_config(config, args.modify, experts=[-1] if args.solo else None)
         description = ask_description(args)
         from neuro_trigger.runner.api import train
 
-        result = train(args.config, args.modify, production=args.production, solo=args.solo,
+        result = train(config, args.modify, production=args.production, solo=args.solo,
                        description=description, log_root=args.log_root, verbose=args.verbose,
                        launcher=args.launcher or "local", slurm=args.slurm, detach=args.detach)
     except UserError as error:
@@ -145,6 +166,63 @@ def _main(argv: list[str] | None) -> int:
     note = _no_description_note(args)
     if note:
         print(note, file=sys.stderr)
+    print(result.folder)
+    return 0 if result.ok else 1
+
+
+def config_argument(text: str) -> str | dict:
+    """A config's name, or the config a JSON file holds (read as data, never run)."""
+    if not text.endswith(".json"):
+        return text
+    import json
+
+    path = Path(text)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UserError(f"{text}: cannot read the config file: {error.strerror or error}") from None
+    except ValueError as error:
+        raise UserError(f"{text}: not a JSON config: {error}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{text}: a JSON config must be an object of config keys")
+    return config
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """--sweep NAME: the sweep's checks end the command before anything trains; its exit code 1 when an expert
+    has no finished trial."""
+    if not args.sweep:
+        raise UserError("--trials goes with --sweep NAME")
+    if args.config or args.solo:
+        raise UserError("--sweep NAME trains the sweep's own config: give it no config and no -s")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials {args.trials}: give at least 1")
+    launcher = args.launcher or "local"
+    if args.production and launcher == "local":
+        from neuro_trigger.runner.processes import start_process_server
+
+        start_process_server()
+    from neuro_trigger.runner.options import check_launcher
+    from neuro_trigger.sweep.space import load_sweep
+
+    check_launcher(launcher, args.slurm, args.detach, args.production)
+    load_sweep(args.sweep, args.modify, args.trials, debug=not args.production)
+    description = ask_description(args)
+    from neuro_trigger.sweep.api import sweep
+
+    result = sweep(args.sweep, args.modify, production=args.production, trials=args.trials,
+                   description=description, log_root=args.log_root, verbose=args.verbose, launcher=launcher,
+                   slurm=args.slurm, detach=args.detach)
+    print(result.folder)
+    return 0 if result.ok else 1
+
+
+def _resume_sweep(args: argparse.Namespace) -> int:
+    if args.config or args.modify or args.solo or args.production or args.sweep:
+        raise UserError("--resume continues a sweep as it was defined: give it no config, --sweep, -p, -s or -m")
+    from neuro_trigger.sweep.api import resume_sweep
+
+    result = resume_sweep(args.resume, verbose=args.verbose)
     print(result.folder)
     return 0 if result.ok else 1
 

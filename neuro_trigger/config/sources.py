@@ -59,24 +59,38 @@ def _failing_line(error: BaseException) -> str:
     return f"{shown}:{line}" if line else shown
 
 
-def line_of(source_file: Path | None, name: str, path: Sequence[str]) -> int | None:
-    """The line where `configs[name][path...]` is written (of the deepest of those keys written there), found by
-    reading (not running) the file."""
+def load_sweeps() -> tuple[dict, Path | None]:
+    """The `sweeps` dict of configs/__init__.py (empty where the file defines none) and the file."""
+    load_configs()  # the file's own mistakes first, as for configs
+    import configs as configs_module
+
+    path = Path(configs_module.__file__) if getattr(configs_module, "__file__", None) else None
+    sweeps = getattr(configs_module, "sweeps", {})
+    if not isinstance(sweeps, Mapping):
+        raise ConfigError(f"{display_path(path)}: `sweeps` in the configs file must be a dict, "
+                          f"got {type(sweeps).__name__}")
+    return dict(sweeps), path
+
+
+def line_of(source_file: Path | None, name: str, path: Sequence[str], variable: str = "configs") -> int | None:
+    """The line where `configs[name][path...]` (or `<variable>[name][path...]`, e.g. of `sweeps`) is written
+    (of the deepest of those keys written there), found by reading (not running) the file."""
     if source_file is None:
         return None
     try:
         stat = source_file.stat()
     except OSError:
         return None
-    lines = _key_lines(str(source_file), stat.st_mtime_ns, stat.st_size)
+    lines = _key_lines(str(source_file), stat.st_mtime_ns, stat.st_size, variable)
     keys = (name, *path)
     return next((lines[keys[:n]] for n in range(len(keys), 0, -1) if keys[:n] in lines), None)
 
 
 @functools.lru_cache(maxsize=4)
-def _key_lines(source_file: str, mtime_ns: int, size: int) -> dict[tuple[str, ...], int]:
-    """Each key path of the file's `configs = {...}` and the line its key is on; parsed once per version of the
-    file (its mtime and size are part of the cache key): every checked value of a config asks for its line."""
+def _key_lines(source_file: str, mtime_ns: int, size: int, variable: str = "configs") -> dict[tuple[str, ...], int]:
+    """Each key path of the file's `configs = {...}` (or `<variable> = {...}`) and the line its key is on; parsed
+    once per version of the file (its mtime and size are part of the cache key): every checked value of a config
+    asks for its line."""
     lines: dict[tuple[str, ...], int] = {}
 
     def index(node: ast.AST, prefix: tuple[str, ...]) -> None:
@@ -87,7 +101,7 @@ def _key_lines(source_file: str, mtime_ns: int, size: int) -> dict[tuple[str, ..
                     index(v, (*prefix, k.value))
 
     for node in ast.walk(ast.parse(Path(source_file).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "configs"
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == variable
                                                 for t in node.targets) and isinstance(node.value, ast.Dict):
             index(node.value, ())
             break

@@ -45,7 +45,7 @@ def slurm_job_id() -> str | None:
 
 def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = None,
                report=None, resume_from: Path | None = None, plots: bool = True,
-               verbose: bool = False) -> dict[str, Any]:
+               verbose: bool = False, callbacks: tuple = ()) -> dict[str, Any]:
     """Train one expert of the run in `folder` and write its part of the folder; returns its status.
 
     Without `stores` the data are loaded here (a batch job); `report` receives progress dicts;
@@ -54,7 +54,8 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     the results and the status "finished" are written, and is raised then. It trains on the CPU threads its
     launcher set (torch.set_num_threads; for local runs the plan of runner/plan.py). `plots` False leaves the
     figures to expert_results.write_expert_plots (a parallel run draws them in jobs of their own).
-    `verbose` lets Lightning's banners and routine warnings through.
+    `verbose` lets Lightning's banners and routine warnings through. `callbacks`: Lightning callbacks of the
+    caller's, after the run's own (a sweep's pruning).
     """
     import lightning as L
     import torch
@@ -102,7 +103,7 @@ def run_expert(folder: Path, key: str, stores: dict[str, ColumnStore] | None = N
     if config.get("load_pre_trained_weights"):
         load_weights_into(module.model, config["load_pre_trained_weights"], key)
     first_epoch = epochs_in_checkpoint(Path(resume_from)) if resume_from is not None else 0
-    trainer, checkpoint = build_trainer(config, expert_dir, report, first_epoch=first_epoch)
+    trainer, checkpoint = build_trainer(config, expert_dir, report, first_epoch=first_epoch, callbacks=callbacks)
     log.info("%s: network and trainer built", key)
     if resume_from is not None:
         log.info("%s: resuming from %s (%d epochs done)", key, resume_from, first_epoch)
@@ -163,9 +164,11 @@ def monitored_loss(config: dict[str, Any]) -> str:
     return "val_reweighted_loss" if config["dist"] else "val_loss"
 
 
-def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, first_epoch: int = 0):
+def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, first_epoch: int = 0,
+                  callbacks: tuple = ()):
     """The one place an expert's Trainer is configured: loggers, checkpoints, early stopping, progress, plots.
-    `first_epoch`: the epochs a resumed fit's checkpoint holds (metrics.csv keeps their rows)."""
+    `first_epoch`: the epochs a resumed fit's checkpoint holds (metrics.csv keeps their rows); `callbacks`: more
+    callbacks, after these."""
     import lightning as L
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
@@ -196,7 +199,7 @@ def build_trainer(config: dict[str, Any], expert_dir: Path, report=None, first_e
                    PatienceStopping(monitor, patience=config["early_stopping_patience"]),
                    ProgressReport(config["expert"], report or (lambda message: None)),
                    TensorBoardPlots(config["plot_every"], config["out_size"]),
-                   HParamsSummary(config, monitor)],
+                   HParamsSummary(config, monitor), *callbacks],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -1,0 +1,1 @@
+"""Sweeps: a space of config keys searched for the best network of each expert (docs/sweeps.md)."""
