@@ -24,7 +24,7 @@ from neuro_trigger.config.resolution import resolve_among
 from neuro_trigger.errors import UserError, clip
 
 SAMPLERS = ("grid", "random", "tpe")
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+PRUNERS = ("percentile", "median", "successive_halving", "hyperband", "none")
 # objective -> the direction it is optimised in (sweep/objective.py computes them)
 OBJECTIVES = {"z_resolution": "minimize", "val_loss": "minimize", "rejection_at_efficiency": "maximize"}
 RANGES = ("float", "log", "int", "log_int")
@@ -52,7 +52,8 @@ SWEEP_KEYS = {
     "seed": "the samplers' seed (default 0): the same sweep with the same seed proposes the same trials",
     "objective": f"one of {', '.join(OBJECTIVES)} (default z_resolution: the expert's validation z resolution)",
     "target_efficiency": "for rejection_at_efficiency: the IP efficiency the rejection is read at (default 0.9)",
-    "pruner": f"one of {', '.join(PRUNERS)} (default median)",
+    "pruner": f"one of {', '.join(PRUNERS)} (default percentile: a trial stops when its validation loss is worse "
+              "than three quarters of its expert's finished trials at the same epoch)",
     "pruner_startup_trials": "finished trials of an expert before its pruner stops any (default 3)",
     "pruner_warmup_epochs": "epochs of a trial before the pruner judges it (default 2)",
 }
@@ -214,7 +215,7 @@ def check_sweep(name: str, entry: Any, configs: Mapping[str, dict], source_file:
     target = entry.get("target_efficiency", 0.9)
     if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target < 1:
         raise ConfigError(f"{where('target_efficiency')}: must be a number between 0 and 1")
-    pruner = entry.get("pruner", "median")
+    pruner = entry.get("pruner", "percentile")
     if pruner not in PRUNERS:
         raise ConfigError(f"{where('pruner')}: '{clip(str(pruner))}' is none of {', '.join(PRUNERS)}")
     description = entry.get("description", "")

@@ -56,6 +56,9 @@ def _sampler(sweep: Sweep, expert: int, asked: int):
 def _pruner(sweep: Sweep):
     import optuna
 
+    if sweep.pruner == "percentile":  # "clearly worse": behind three quarters of the finished trials
+        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=sweep.pruner_startup_trials,
+                                               n_warmup_steps=sweep.pruner_warmup_epochs)
     if sweep.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=sweep.pruner_startup_trials,
                                            n_warmup_steps=sweep.pruner_warmup_epochs)
