@@ -1,11 +1,14 @@
 """Command line: run the networks of a finished run on any data and judge them as the trigger is judged.
 
     python neuro_trigger/evaluate.py RUN_FOLDER [--data FILE ...] [--split val|test] [--cut CM]
+    python neuro_trigger/evaluate.py RUN_FOLDER --precision-scan [--data FILE ... | --split val|test] [--cut CM]
 
 Parses the arguments and calls `neuro_trigger.judge.evaluation.evaluate`, which writes a new folder
 RUN_FOLDER/evaluations/<name>_N/ (metrics.json, the prediction table, the figures, report.html); prints a
-short verdict table and that folder. A mistake a user can make ends in one line on stderr and exit code 2,
-with nothing written.
+short verdict table and that folder. With --precision-scan, `neuro_trigger.judge.precision_scan` instead: the
+networks emulated on the hardware at a range of fixed-point widths (default on the val split), into
+RUN_FOLDER/precision_scans/<name>_N/; prints the folder and one line per network, its smallest widths. A
+mistake a user can make ends in one line on stderr and exit code 2, with nothing written.
 """
 from __future__ import annotations
 
@@ -38,9 +41,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="neuroresults files (.gz or plain), read in order as one data set "
                              "(default: the run's own split, see --split)")
     parser.add_argument("--split", choices=("val", "test"), default=None,
-                        help="the run's own split to evaluate on when no --data is given (default test)")
+                        help="the run's own split to evaluate on when no --data is given (default test; val "
+                             "with --precision-scan)")
     parser.add_argument("--cut", type=float, default=DEFAULT_CUT_CM, metavar="CM",
                         help=f"the trigger keeps a track when |z_pred| < CM (default {DEFAULT_CUT_CM:g})")
+    parser.add_argument("--precision-scan", action="store_true",
+                        help="instead: emulate the networks on the trigger hardware at a range of node, weight and "
+                             "table widths (fractional bits), find the smallest within 1%% of the float network, "
+                             "and write a table and a figure into RUN_FOLDER/precision_scans/<name>_N/ "
+                             "(docs/hardware.md)")
     return parser.parse_args(argv)
 
 
@@ -89,15 +98,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.data and args.split:
             raise UserError("give --data or --split, not both (--split names the run's own data)")
-        from neuro_trigger.judge.evaluation import evaluate
+        if args.precision_scan:
+            from neuro_trigger.judge.precision_scan import precision_scan
 
-        result = evaluate(args.run_folder, data=args.data, split=args.split or "test", cut_cm=args.cut)
+            scanned = precision_scan(args.run_folder, data=args.data, split=args.split or "val", cut_cm=args.cut)
+        else:
+            from neuro_trigger.judge.evaluation import evaluate
+
+            result = evaluate(args.run_folder, data=args.data, split=args.split or "test", cut_cm=args.cut)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if args.precision_scan:
+        for line in scanned.lines():
+            print(line)
+        return 0
     for line in verdict_lines(result.metrics):
         print(line)
     print(result.folder)

@@ -80,21 +80,10 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
     RUN/evaluations; name: the split, or the first data file's stem; N the next free number): metrics.json,
     pred_data_<name>.csv (the Belle II rows unchanged plus NewZ NewTheta, nan where no network), plots/ (PNG)
     and report.html. Returns the folder and the metrics. UserError (one line, nothing written) for bad input."""
-    cut = _check_cut(cut_cm)
+    cut = check_cut(cut_cm)
     folder = Path(run_folder)
     nets = load_networks(folder)
-    if isinstance(data, str | Path):
-        data = [data]
-    if data:
-        paths = [Path(p) for p in data]
-        name = _safe_name(_stem(paths[0]))
-        what = f"data {', '.join(p.name for p in paths)}"
-        used_split = None
-    else:
-        if split not in SPLITS:
-            raise UserError(f"split '{clip(split)}' is not one of {', '.join(SPLITS)}")
-        paths = _split_paths(nets, split)
-        name, what, used_split = split, f"{split} split", split
+    paths, name, what, used_split = chosen_data(nets, data, split)
     store = load_split(paths)
     if not np.any(covered_rows(nets, store)):
         found = sorted({int(e) for e in np.unique(store.expert)})
@@ -119,7 +108,7 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
     }
     root = Path(out_root) if out_root is not None else folder / EVALUATIONS
     root_existed = root.exists()
-    target = _claim_folder(root, name)
+    target = claim_folder(root, name)
     try:
         _write_evaluation(target, nets, store, pred, result, what)
     except BaseException:
@@ -133,7 +122,7 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
     return EvaluationResult(folder=target, metrics=result)
 
 
-def _check_cut(cut_cm: Any) -> float:
+def check_cut(cut_cm: Any) -> float:
     try:
         cut = float(cut_cm)
     except (TypeError, ValueError):
@@ -159,6 +148,21 @@ def _safe_name(text: str) -> str:
     return safe[:80]
 
 
+def chosen_data(nets: RunNetworks, data: list[str | Path] | str | Path | None, split: str
+                ) -> tuple[list[Path], str, str, str | None]:
+    """The files to judge on: `data` (one file or several, read in order) or else the run's own `split`; with a
+    name for the output folder (the split, or the first file's stem), a phrase for messages, and the split used
+    (None for `data`). UserError for an unknown split or a run that records no files for it."""
+    if isinstance(data, str | Path):
+        data = [data]
+    if data:
+        paths = [Path(p) for p in data]
+        return paths, _safe_name(_stem(paths[0])), f"data {', '.join(p.name for p in paths)}", None
+    if split not in SPLITS:
+        raise UserError(f"split '{clip(split)}' is not one of {', '.join(SPLITS)}")
+    return _split_paths(nets, split), split, f"{split} split", split
+
+
 def _split_paths(nets: RunNetworks, split: str) -> list[Path]:
     """The data files of one of the run's own splits: config.json's `data` (relative to the repository), or
     the original's `data_path`."""
@@ -175,7 +179,7 @@ def _split_paths(nets: RunNetworks, split: str) -> list[Path]:
     return [p if p.is_absolute() else REPO_ROOT / p for p in map(Path, files)]
 
 
-def _claim_folder(root: Path, name: str, max_attempts: int = 1000) -> Path:
+def claim_folder(root: Path, name: str, max_attempts: int = 1000) -> Path:
     """Create and return root/<name>_N, N one above the highest there (0 first), claimed atomically
     (`claim_numbered_folder`) so that two evaluations at once never share a folder."""
     try:
