@@ -201,7 +201,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.production and launcher == "local":
         from neuro_trigger.runner.processes import start_process_server
 
-        start_process_server()
+        start_process_server(("optuna", "neuro_trigger.sweep.trial"))  # sweep.local.PRELOAD, without importing it
     from neuro_trigger.runner.options import check_launcher
     from neuro_trigger.sweep.space import load_sweep
 

@@ -19,20 +19,22 @@ PRELOAD = ["torch", "lightning", "torch.utils.tensorboard", "fsspec.implementati
            "matplotlib.figure", "matplotlib.backends.backend_agg", "neuro_trigger.runner.preloaded"]
 
 
-def process_context() -> mp.context.BaseContext:
-    """Where expert processes come from: a fork server that has imported PRELOAD (Linux, macOS), else
-    fresh interpreters (spawn). Nothing in the server touches CUDA or starts threads, so forking it is safe."""
+def process_context(extra: tuple[str, ...] = ()) -> mp.context.BaseContext:
+    """Where expert processes come from: a fork server that has imported PRELOAD and `extra` (Linux, macOS), else
+    fresh interpreters (spawn). Nothing in the server touches CUDA or starts threads, so forking it is safe.
+    `extra` counts only for a server not yet started (a sweep's command starts it with its own modules: its
+    trials are many short processes, and its code is fixed at its start anyway, as its git_diff.txt records)."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx.set_forkserver_preload([*PRELOAD[:-1], *extra, PRELOAD[-1]])
     return ctx
 
 
-def start_process_server() -> None:
+def start_process_server(extra: tuple[str, ...] = ()) -> None:
     """Start the fork server now (if it is not running), so that its imports overlap with the run's set-up."""
     if "forkserver" in mp.get_all_start_methods():
-        process_context()
+        process_context(extra)
         from multiprocessing import forkserver
 
         forkserver.ensure_running()

@@ -28,6 +28,7 @@ from neuro_trigger.runner.processes import start_process_server
 from neuro_trigger.sweep import records as trial_records
 from neuro_trigger.sweep import studies
 from neuro_trigger.sweep.best import best_records, build_best
+from neuro_trigger.sweep.local import PRELOAD as SWEEP_PRELOAD
 from neuro_trigger.sweep.local import TrialQueue, on_cpu, run_trials
 from neuro_trigger.sweep.space import Sweep, load_sweep
 from neuro_trigger.sweep.trial import trial_folder
@@ -76,7 +77,7 @@ def sweep(name: str, overrides: list[str] | tuple[str, ...] = (), *, production:
     runs_root = Path(log_root) if log_root else REPO_ROOT / "log"
     ensure_writable(root)
     if production:
-        start_process_server()
+        start_process_server(SWEEP_PRELOAD)
     check_hardware(base)
     check_data_files(base["global"])
     stores = load_data(base["global"], runs_root)
@@ -112,7 +113,7 @@ def resume_sweep(folder: Path, verbose: bool = False) -> SweepResult:
     production = saved["mode"] == "production"
     with RunLock(folder).acquire("--resume"):
         if production:
-            start_process_server()
+            start_process_server(SWEEP_PRELOAD)
         base = resolve_config(spec.config, spec.overrides, experts=list(spec.experts))
         stores = load_data(base["global"], Path(saved["runs_root"]))
         for split, store in stores.items():

@@ -32,6 +32,9 @@ from neuro_trigger.training.stopping import job_process
 log = logging.getLogger("neuro_trigger")
 
 Job = tuple[studies.Asked, Path | None]  # a trial and the checkpoint it goes on from
+# what a sweep's fork server imports beside a run's: a trial is a short process, and importing this project's
+# training, judging and Optuna anew in each would cost it seconds
+PRELOAD = ("optuna", "neuro_trigger.sweep.trial")
 
 
 def _trial_child(sweep_folder: Path, sweep: dict[str, Any], asked: studies.Asked,
@@ -91,7 +94,7 @@ def run_trials(sweep_folder: Path, sweep: Sweep, stores: dict[str, ColumnStore],
         return
     slots = max(1, min(workers, cpu_cores()) if on_cpu else workers)
     log.info("at most %d trial(s) at a time%s", slots, ", one CPU thread each" if on_cpu else "")
-    ctx = process_context()
+    ctx = process_context(PRELOAD)
     shared = {split: store.to_shared() for split, store in stores.items()}
     running: dict[Any, Job] = {}
     exhausted = False
