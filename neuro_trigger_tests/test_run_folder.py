@@ -11,7 +11,13 @@ import pytest
 
 from neuro_trigger.errors import UserError
 from neuro_trigger.run import folder as folder_mod
-from neuro_trigger.run.folder import append_journal, create_run_folder, ensure_writable, write_git_snapshot
+from neuro_trigger.run.folder import (
+    append_journal,
+    create_run_folder,
+    ensure_writable,
+    write_git_snapshot,
+    write_new_folder,
+)
 
 N_PROCS = 6
 
@@ -223,3 +229,45 @@ def test_git_snapshot_outside_git(tmp_path: Path) -> None:
     for name in ("git_id.txt", "git_diff.txt"):
         text = (out / name).read_text()
         assert "not inside a git checkout" in text and text.count("\n") == 1
+
+
+def _two_files(folder: Path) -> None:
+    (folder / "a.txt").write_text("a")
+    (folder / "b.txt").write_text("b")
+
+
+def test_a_new_folder_appears_whole_numbered_or_at_out(tmp_path: Path) -> None:
+    parent = tmp_path / "run" / "exports"
+    first = write_new_folder(_two_files, parent, "fmt")
+    second = write_new_folder(_two_files, parent, "fmt")
+    assert (first, second) == (parent / "fmt_0", parent / "fmt_1")
+    assert sorted(p.name for p in second.iterdir()) == ["a.txt", "b.txt"]
+    out = tmp_path / "deep" / "out"
+    assert write_new_folder(_two_files, parent, "fmt", out) == out and (out / "b.txt").read_text() == "b"
+    assert sorted(p.name for p in parent.iterdir()) == ["fmt_0", "fmt_1"]  # no staging folder left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_a_failed_new_folder_leaves_nothing(tmp_path: Path) -> None:
+    parent = tmp_path / "exports"
+
+    def half(folder: Path) -> None:
+        (folder / "a.txt").write_text("a")
+        raise RuntimeError("the second file failed")
+
+    with pytest.raises(RuntimeError, match="second file"):
+        write_new_folder(half, parent, "fmt")
+    assert list(parent.iterdir()) == []
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(UserError, match="exists already"):
+        write_new_folder(_two_files, parent, "fmt", taken)
+    assert list(taken.iterdir()) == [] and list(parent.iterdir()) == []
+
+    def taken_meanwhile(folder: Path) -> None:
+        _two_files(folder)
+        (tmp_path / "late").mkdir()
+
+    with pytest.raises(UserError, match="meanwhile"):
+        write_new_folder(taken_meanwhile, parent, "fmt", tmp_path / "late")
+    assert list((tmp_path / "late").iterdir()) == [] and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

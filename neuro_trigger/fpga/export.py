@@ -17,7 +17,7 @@ from neuro_trigger.data.dataset import THETA_RANGE_DEG, Z_RANGE_CM
 from neuro_trigger.errors import UserError
 from neuro_trigger.fpga.fixed_point import BASF2_PRECISION, Precision, forward, hardware_layers
 from neuro_trigger.run.files import write_json
-from neuro_trigger.run.folder import claim_numbered_folder
+from neuro_trigger.run.folder import write_new_folder
 
 FILE_NAME = "weights_basf2.json"
 FORMAT = "neuro_trigger basf2 weights"
@@ -84,20 +84,9 @@ def basf2_export(networks: Mapping[str, tuple[Any, Mapping[str, Any]]], seed: in
 def write_basf2(networks: Mapping[str, tuple[Any, Mapping[str, Any]]], run_folder: Path, out: Path | None = None
                 ) -> Path:
     """`FILE_NAME` with every expert of `networks` in a new folder: `out` (which must not exist yet) or
-    `run_folder`/exports/basf2_N/. Every expert is converted and checked before anything is written."""
+    `run_folder`/exports/basf2_N/. Every expert is converted and checked before anything is written, and the
+    folder appears whole or not at all (`write_new_folder`)."""
     export = basf2_export(networks)
-    if out is not None:
-        if out.exists():
-            raise UserError(f"--out {out}: exists already; an export goes into a new folder (nothing is overwritten)")
-        try:
-            out.mkdir(parents=True)
-        except OSError as error:
-            raise UserError(f"--out {out}: cannot be created: {error.strerror or error}") from None
-        folder = out
-    else:
-        (run_folder / "exports").mkdir(exist_ok=True)
-        folder = claim_numbered_folder(run_folder / "exports", "basf2")
-        if folder is None:
-            raise UserError(f"{run_folder / 'exports'}: no free basf2_N folder")
-    write_json(folder / FILE_NAME, export)
+    folder = write_new_folder(lambda staging: write_json(staging / FILE_NAME, export), run_folder / "exports",
+                              "basf2", out)
     return folder / FILE_NAME

@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from neuro_trigger.errors import UserError
@@ -75,6 +77,47 @@ def claim_numbered_folder(parent: Path, name: str, max_attempts: int = 1000) -> 
             raise FolderNotCreated(folder, exc) from exc
         return folder
     return None
+
+
+def write_new_folder(write: Callable[[Path], None], parent: Path, name: str, out: Path | None = None) -> Path:
+    """A new folder filled whole or not at all: `write(folder)` fills a hidden temp folder beside the target,
+    which is then renamed onto a freshly claimed `out` (which must not exist) or `parent/<name>_N`
+    (`claim_numbered_folder`; `parent` is created). A reader never sees a half-filled folder, and a failure
+    anywhere (in `write`, a full disk, a taken `out`) leaves nothing behind. UserError for a taken or
+    uncreatable `out` or `parent`."""
+    if out is not None and (out.exists() or out.is_symlink()):
+        raise UserError(f"--out {out}: exists already; an export goes into a new folder (nothing is overwritten)")
+    base = parent if out is None else out.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        staging = base / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        os.mkdir(staging)  # 0o777 less the umask, as the final folder should be
+    except OSError as e:
+        raise UserError(f"{out if out is not None else parent}: cannot be created: {e.strerror or e}") from None
+    claimed: Path | None = None
+    try:
+        write(staging)
+        if out is None:
+            try:
+                claimed = claim_numbered_folder(parent, name)
+            except FolderNotCreated as e:
+                raise UserError(f"cannot create {e.folder}: {e.error.strerror or e.error}") from None
+            if claimed is None:
+                raise UserError(f"{parent}: no free {name}_N folder")
+        else:
+            try:
+                os.mkdir(out)
+            except FileExistsError:
+                raise UserError(f"--out {out}: was created by someone else meanwhile; nothing written") from None
+            claimed = out
+        os.replace(staging, claimed)  # onto the empty folder just claimed: atomic on POSIX
+        return claimed
+    except BaseException:
+        if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
+            claimed.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def create_run_folder(root: Path, config_name: str, max_attempts: int = 1000) -> Path:
