@@ -1,6 +1,7 @@
 """A sweep's report.html (sweep/report.py): made by a real small debug sweep on toy data, its content checked
 against the sweep's own trials.csv, the page's tags nested properly and its text escaped; pruned, failed and
-one-parameter sweeps; the figures' axes and running best; a broken folder gives a warning, never an exception."""
+one-parameter sweeps; the figures' axes and running best; a broken folder gives a warning, never an exception;
+the page in a real headless Chromium (test_report's)."""
 from __future__ import annotations
 
 import base64
@@ -18,7 +19,10 @@ import pytest
 from neuro_trigger.sweep.report import write_sweep_report
 from neuro_trigger.sweep.report_figures import choice_index, history_figure, parameter_figure, running_best
 from neuro_trigger.sweep.space import Param
+from neuro_trigger_tests import test_report
 from neuro_trigger_tests.run_helpers import toy_splits
+
+chromium = test_report.chromium  # the fixture: a headless Chromium (installed where missing, else a skip)
 
 DESCRIPTION = "lr & batch <script>alert('x')</script>"
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -133,6 +137,16 @@ def test_the_sweep_writes_a_report_of_its_trials(sweep_folder: Path) -> None:
     # the description: shown as text, never as markup
     assert DESCRIPTION in header
     assert "<script" not in page_text and "&lt;script&gt;" in page_text
+
+
+def test_the_report_in_a_real_browser(chromium: str, sweep_folder: Path, tmp_path: Path) -> None:
+    """Chromium loads the page and nothing else, every figure decodes, every table fits its section."""
+    page = sweep_folder / "report.html"
+    seen = test_report.load_in_browser(chromium, page, tmp_path / "profile")
+    assert [u for u in seen["requests"] if not u.startswith("data:")] == [page.resolve().as_uri()]
+    assert seen["failed"] == [] and seen["errors"] == []
+    assert len(seen["images"]) == 3 and all(done and w > 100 and h > 100 for done, w, h in seen["images"])
+    test_report.assert_tables_fit(seen["layout"])
 
 
 def test_pruned_and_failed_trials(sweep_folder: Path, tmp_path: Path) -> None:
