@@ -195,8 +195,6 @@ def _finish(folder: Path, spec: Sweep, stores, git_id: str | None, started: floa
 
 def _write_report(folder: Path) -> None:
     """The sweep's report.html (never fails the sweep: a problem there is a warning)."""
-    try:
-        from neuro_trigger.sweep.report import write_sweep_report
-    except ImportError:
-        return
+    from neuro_trigger.sweep.report import write_sweep_report
+
     write_sweep_report(folder)
