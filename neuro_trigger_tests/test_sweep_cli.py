@@ -46,6 +46,7 @@ def test_a_debug_sweep_trains_the_first_expert_in_process(data, tmp_path):
     best = table.loc[table["objective"].idxmin()]
     assert f"expert_0: best z_resolution {best.objective:.4g} (trial {best.trial}: " in err
     assert (folder / "best" / "weights.json").is_file() and (folder / "best" / "report.html").is_file()
+    assert (folder / "report.html").is_file()
 
 
 def _started(folder: Path, row) -> str:
