@@ -1,12 +1,13 @@
 """The benchmark of issue 4: every figure of this project beside a reference measured in the same run.
 
-    python benchmarks/run.py [--tracks N] [--quick] [--with-main] [--with-large] [--json PATH]
+    python benchmarks/run.py [--tracks N] [--quick] [--with-main] [--with-sweeps] [--with-large] [--json PATH]
 
 It generates its data with the toy Monte Carlo into a temporary folder (removed at the end), then
 measures parsing, the parse cache, the filters, the reweighted sampler, training throughput through
 the real Lightning path and the fixed cost of an epoch, experts in parallel, memory, evaluating a run's
 networks, (with --with-main) a whole `main.py baseline_v2 -p` against the floor of its arithmetic, its
-start-up and its tail, and (with --with-large) how parsing, reloading, an epoch and a run's memory grow
+start-up and its tail, (with --with-sweeps) a grid sweep against the same trials as separate runs and against its
+floor, and pruning against none, and (with --with-large) how parsing, reloading, an epoch and a run's memory grow
 from a fifth of --tracks to all of them. It prints a table (figure, reference, ratio, target, met) and
 writes the same as JSON (default benchmarks/results/latest.json). Nothing is asserted: a missed target
 is a row with met = false. `--quick` runs every row on tiny sizes so that the code stays exercised.
@@ -42,6 +43,7 @@ from benchmarks.main import bench_main, skipped_main
 from benchmarks.parse import bench_cache, bench_parse
 from benchmarks.runs import bench_runs, train_job
 from benchmarks.sampler import bench_sampler
+from benchmarks.sweeps import bench_sweeps, skipped_sweeps
 from benchmarks.training import (
     TRAIN_TARGETS,
     Trainbench,
@@ -61,6 +63,7 @@ ROW_IDS = (  # every row, in the order of the table
     "experts_parallel_vs_sequential", "memory_5_vs_1_expert", "evaluate_vs_reload", "fixed_point_vs_float",
     "main_baseline_v2",
     "main_vs_floor", "startup_to_first_batch", "tail_after_last_epoch",
+    "sweep_vs_sequential", "sweep_vs_floor", "pruning_saves",
     "large_parse", "large_cache_reload", "large_epoch_expert0", "large_run_memory",
     "info_threads_1_vs_2", "info_chunks_vs_single_batches",
 )
@@ -178,6 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows += bench_runs(run_data, tmp, sizes)
         if "main" in only:
             rows += stage(lambda: bench_main(tmp, args.quick)) if args.with_main else skipped_main()
+        if "sweeps" in only:
+            rows += stage(lambda: bench_sweeps(tmp, args.quick)) if args.with_sweeps else skipped_sweeps()
         if "large" in only:
             rows += stage(lambda: bench_large(tmp, sizes, args.seed)) if args.with_large else skipped_large()
         rows.sort(key=lambda r: ROW_IDS.index(r.id))  # the table's fixed order
@@ -199,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-GROUPS = ("parse", "filters", "sampler", "training", "evaluate", "runs", "main", "large")
+GROUPS = ("parse", "filters", "sampler", "training", "evaluate", "runs", "main", "sweeps", "large")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -207,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracks", type=int, default=None, help="tracks per split (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="every row on tiny sizes (for CI)")
     parser.add_argument("--with-main", action="store_true", help="also time main.py baseline_v2 -p (minutes)")
+    parser.add_argument("--with-sweeps", action="store_true",
+                        help="also the sweep rows: a 12-point grid sweep against 12 runs, its floor, pruning (tens of "
+                        "minutes)")
     parser.add_argument("--with-large", action="store_true",
                         help="also the large rows: --tracks against a fifth of them (generates 3 splits of each; "
                         "tens of minutes at 5,000,000)")

@@ -160,19 +160,19 @@ def _run(folder: Path, spec: Sweep, stores, counts: dict[str, int], production: 
                    on_cpu(list(base["experts"].values())), trial_ended)
     except KeyboardInterrupt:
         log.warning("interrupted: writing trials.csv and best/ from the trials that ended")
-        _finish(folder, spec, stores, git_id, started, interrupted=True)
+        _finish(folder, spec, stores, git_id, started, production, interrupted=True)
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
-    return _finish(folder, spec, stores, git_id, started)
+    return _finish(folder, spec, stores, git_id, started, production)
 
 
-def _finish(folder: Path, spec: Sweep, stores, git_id: str | None, started: float,
+def _finish(folder: Path, spec: Sweep, stores, git_id: str | None, started: float, production: bool,
             interrupted: bool = False) -> SweepResult:
     """trials.csv, best/, report.html and summary.json from every trial's record; the last lines per expert."""
     records = trial_records.collect(folder, spec)
     trial_records.write_trials_csv(folder, spec, records)
     best = best_records(records, spec)
-    best_folder = build_best(folder, spec, stores, records, git_id)
+    best_folder = build_best(folder, spec, stores, records, git_id, production)
     counts = trial_records.state_counts(records)
     status = "interrupted" if interrupted or counts["interrupted"] else "finished" if best else "failed"
     write_json(folder / "summary.json", {

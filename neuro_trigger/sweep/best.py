@@ -20,6 +20,7 @@ from neuro_trigger.judge.assemble import assemble, start_summary
 from neuro_trigger.judge.expert_results import PLOT_SPLITS, write_expert_plots
 from neuro_trigger.judge.run_report import write_run_report
 from neuro_trigger.run.files import read_json, write_json
+from neuro_trigger.runner.local import run_parallel
 from neuro_trigger.sweep.space import Sweep
 
 log = logging.getLogger("neuro_trigger")
@@ -55,7 +56,7 @@ def winners_config(sweep: Sweep, configs: dict[str, dict[str, Any]]) -> dict[str
 
 
 def build_best(sweep_folder: Path, sweep: Sweep, stores: dict[str, ColumnStore], records: list[dict[str, Any]],
-               git_id: str | None) -> Path | None:
+               git_id: str | None, production: bool = True) -> Path | None:
     """best/ from the best trial of each expert (built beside and then put in place of an earlier best/); None
     when no expert has a finished trial."""
     winners = best_records(records, sweep)
@@ -86,10 +87,12 @@ def build_best(sweep_folder: Path, sweep: Sweep, stores: dict[str, ColumnStore],
     log.info("best/: assembling the winners' run folder (prediction tables, weights.json, summary.json)")
     assemble(partial, stores)
     log.info("best/: drawing the winners' figures")
-    for key, config in configs.items():
-        for split in PLOT_SPLITS:
-            if split in stores:
-                write_expert_plots(partial / key, config, stores[split], split)
+    unplotted = [(key, split) for key in configs for split in PLOT_SPLITS if split in stores]
+    if production:  # as a run's figures: jobs of the fork server, on every core
+        run_parallel(partial, resolved, stores, {}, {}, False, unplotted)
+    else:
+        for key, split in unplotted:
+            write_expert_plots(partial / key, configs[key], stores[split], split)
     write_run_report(partial, stores)
     best = sweep_folder / "best"
     if best.exists():  # a resumed sweep's answer replaces the one it had
