@@ -118,8 +118,9 @@ def _main(argv: list[str] | None) -> int:
             sweeps = sweep_names()
             if sweeps:
                 print("\nsweeps (--sweep NAME):")
-            for name, config, description in sweeps:
-                print(f"{name:<34} {('on ' + config) if config else '':<24} {description}")
+            for name, config, description, problem in sweeps:
+                note = f"  [BROKEN: {problem}]" if problem else ""
+                print(f"{name:<34} {('on ' + config) if config else '':<24} {description}{note}")
             return 0
         if args.resume:
             if args.config or args.modify or args.solo or args.production:

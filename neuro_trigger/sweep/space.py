@@ -146,11 +146,20 @@ class Sweep:
                       "overrides": tuple(data["overrides"])})
 
 
-def sweep_names() -> list[tuple[str, str, str]]:
-    """(name, config, description) of every sweep, for `main.py --list`."""
-    sweeps, _ = sources.load_sweeps()
-    return [(str(name), clip(str(s.get("config", ""))) if isinstance(s, Mapping) else "",
-             clip(str(s.get("description", ""))) if isinstance(s, Mapping) else "") for name, s in sweeps.items()]
+def sweep_names() -> list[tuple[str, str, str, str]]:
+    """(name, config, description, what is wrong or '') of every sweep, for `main.py --list`."""
+    sweeps, source_file = sources.load_sweeps()
+    configs, _ = sources.load_configs()
+    rows = []
+    for name, entry in sweeps.items():
+        entry = entry if isinstance(entry, Mapping) else {}
+        problem = ""
+        try:
+            check_sweep(str(name), sweeps[name], configs, source_file)
+        except UserError as error:
+            problem = clip(str(error))
+        rows.append((str(name), clip(str(entry.get("config", ""))), clip(str(entry.get("description", ""))), problem))
+    return rows
 
 
 def load_sweep(name: str, overrides: Sequence[str] = (), trials: int | None = None, debug: bool = False) -> Sweep:
