@@ -121,15 +121,20 @@ def png_bytes(figure: Figure | bytes) -> bytes:
     return figure_to_png(figure, dpi=FIGURE_DPI)
 
 
+_PAIRS = (("new", "old"), ("float", "hardware"))  # columns "X a", "X b" drawn under one heading X
+
+
 def _column_groups(columns: list[str]) -> list[tuple[str, list[str]]]:
-    """Columns as header groups: a pair "X new", "X old" becomes ("X", ["new", "old"]), any other column
-    (name, [])."""
+    """Columns as header groups: a pair "X new", "X old" becomes ("X", ["new", "old"]), a pair "X float",
+    "X hardware" ("X", ["float", "hardware"]), any other column (name, [])."""
     groups: list[tuple[str, list[str]]] = []
     i = 0
     while i < len(columns):
         c = columns[i]
-        if c.endswith(" new") and i + 1 < len(columns) and columns[i + 1] == c[:-4] + " old":
-            groups.append((c[:-4], ["new", "old"]))
+        subs = next((pair for pair in _PAIRS if c.endswith(f" {pair[0]}")
+                     and columns[i + 1:i + 2] == [f"{c.removesuffix(pair[0])}{pair[1]}"]), None)
+        if subs is not None:
+            groups.append((c.removesuffix(f" {subs[0]}"), list(subs)))
             i += 2
         else:
             groups.append((c, []))

@@ -1,5 +1,6 @@
 """What every report page says first: the verdict of `trigger.judge` outputs (`verdict_table`, the measures it
-shows, `MEASURES`, with their titles, units and digits), and the constants of report.html. The page itself
+shows, `MEASURES`, with their titles, units and digits; `hardware_table`, the new network on the trigger
+hardware beside itself in floating point), and the constants of report.html. The page itself
 (sections, templates, rendering) is `judge/page.py`, whose names are here too for the modules that build pages;
 `judge/run_report.py` builds the report of a training run's folder with these.
 """
@@ -29,8 +30,8 @@ from neuro_trigger.judge.trigger import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
 
 __all__ = ["BETTER_MARK", "FIGURE_DPI", "FIGURE_SPLITS", "MEASURES", "MISSING", "PNG_SIGNATURE", "REPORT_FILE",
            "VERDICT_SPLITS", "Code", "Figures", "KeyValues", "Measure", "Section", "Table", "Text", "as_number",
-           "expert_label", "format_value", "gives_theta", "lookup", "png_bytes", "render_report", "verdict_table",
-           "write_report"]
+           "expert_label", "format_value", "gives_theta", "hardware_table", "lookup", "png_bytes", "render_report",
+           "verdict_table", "write_report"]
 
 REPORT_FILE = "report.html"
 VERDICT_SPLITS = ("test", "val")  # the held-out split first
@@ -112,6 +113,14 @@ MEASURES: dict[str, Measure] = {
 }
 VERDICT_PAIRS = ("z_std", "z_half_width_68", "z_mean", "efficiency", "rejection")  # new beside old
 THETA_PAIRS = ("theta_std",)  # where the networks give theta
+HARDWARE_PAIRS = ("z_std", "z_half_width_68", "efficiency", "rejection")  # float beside hardware
+# how far the new network on the hardware strays from itself in floating point (judge/hardware.py), of the
+# judge output: shown where some network has a hardware equivalent
+HARDWARE_MEASURES = (Measure("max |\u0394z| hardware \u2212 float [cm]", ("hardware_vs_float", "z_abs_diff_max_cm"),
+                             "low", decimals=3),
+                     Measure("mean |\u0394z| hardware \u2212 float [cm]",
+                             ("hardware_vs_float", "z_abs_diff_mean_cm"), "low", decimals=4),
+                     Measure("flipped decisions", ("hardware_vs_float", "flipped"), "low", decimals=0))
 
 
 def gives_theta(judged: Any) -> bool:
@@ -135,7 +144,8 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
     """The verdict of `metrics.judge` outputs: a row per expert (and "all experts" from `overall`) with
     z resolution new/old (std, 68% half-width), z bias, trigger efficiency and background rejection at
     the cut (with binomial errors), theta resolution where the networks give theta, and the loss against
-    the old network's; the better of new and old marked in each pair (for a bias: the one nearer zero)."""
+    the old network's; the better of new and old marked in each pair (for a bias: the one nearer zero). The
+    hardware's numbers are in `hardware_table`, beside it."""
     judged = dict(per_expert)
     if overall is not None:
         judged["all experts"] = overall
@@ -174,3 +184,37 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
             f"predicted z. Old values and 'loss new / old' use the rows where both networks give an output")
     note += f" ({without_old:,} rows without an old output left out)." if without_old else "."
     return Table(title, columns, rows, better, note)
+
+
+def hardware_table(per_expert: dict[str, dict], overall: dict | None = None,
+                   title: str = "Verdict on the hardware") -> Table | None:
+    """The verdict's companion where some network has a hardware equivalent (judge/hardware.py): a row per
+    expert (and "all experts") with the new network's z resolution, efficiency and background rejection at the
+    cut in floating point beside the same on the trigger hardware, then the largest and mean |z hardware -
+    z float| and the trigger decisions that flip; None where no network has hardware outputs. A table of its
+    own beside the verdict, which would not fit a page's width with a third column per measure."""
+    judged = dict(per_expert)
+    if overall is not None:
+        judged["all experts"] = overall
+    if not any("hardware" in j for j in judged.values()):
+        return None
+    pairs = [MEASURES[key] for key in HARDWARE_PAIRS]
+    if any(gives_theta(j) for j in judged.values()):
+        pairs += [MEASURES[key] for key in THETA_PAIRS]
+    columns = ["expert", "rows"]
+    for m in pairs:
+        columns += [f"{m.title} float", f"{m.title} hardware"]
+    columns += [m.title for m in HARDWARE_MEASURES]
+    rows = []
+    for key, j in judged.items():
+        row: list[Any] = [expert_label(key), _count(lookup(j, "hardware_vs_float", "rows"))]
+        for m in pairs:
+            row += [m.text(lookup(j, "new")), m.text(lookup(j, "hardware"))]
+        rows.append(row + [m.text(j) for m in HARDWARE_MEASURES])
+    cut = next((j["cut_cm"] for j in judged.values() if j.get("cut_cm") is not None), TRIGGER_CUT_CM)
+    note = ("hardware: the new network in the trigger's fixed-point arithmetic, bit for bit (the precision of its "
+            "expert's config), on the rows of its float self. \u0394z = z hardware \u2212 z float; flipped: "
+            f"tracks the cut |z| < {cut:g} cm keeps in one of them and drops in the other. {MISSING} where a "
+            "network has no hardware equivalent (or, over all experts, where one of them has none).")
+    return Table(title, columns, rows, note=note)
+
