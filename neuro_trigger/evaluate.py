@@ -80,6 +80,7 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
             f"{pair(lambda n: n.get('trigger', {}).get('efficiency'), 3):>13} "
             f"{pair(lambda n: n.get('trigger', {}).get('rejection'), 3):>13} "
             f"{_number(judged.get('vs_old', {}).get('loss'), 3):>8}")
+    lines += hardware_lines(metrics, entries)
     rows = metrics.get("rows", {})
     if rows.get("without_network"):
         by = ", ".join(f"{k}: {n}" for k, n in rows.get("without_network_by_expert", {}).items())
@@ -88,6 +89,34 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
     if left_out:  # a partly finished run: its finished experts' networks only
         lines.append("experts left out, no finished network: "
                      + ", ".join(f"{key} ({why})" for key, why in left_out.items()))
+    return lines
+
+
+def hardware_lines(metrics: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The new networks on the trigger hardware beside their float selves, where they have a hardware equivalent;
+    then, once, which networks have none."""
+    lines = []
+    on_hardware = [(name, judged) for name, judged in entries if "hardware" in judged]
+    if on_hardware:
+        lines += [f"{'hardware':<10} {'rows':>9} {'z std cm':>15} {'efficiency':>13} {'rejection':>13} "
+                  f"{'max |dz| cm':>11} {'mean |dz| cm':>12} {'flipped':>7}",
+                  f"{'':<10} {'':>9} {'hw / float':>15} {'hw / float':>13} {'hw / float':>13}"]
+    for name, judged in on_hardware:
+        hw, new, differ = judged["hardware"], judged.get("new", {}), judged["hardware_vs_float"]
+
+        def pair(get, digits: int = 2, hw=hw, new=new) -> str:
+            return f"{_number(get(hw), digits)} / {_number(get(new), digits)}"
+
+        lines.append(f"{name:<10} {differ.get('rows', 0):>9} {pair(lambda n: n.get('z', {}).get('std')):>15} "
+                     f"{pair(lambda n: n.get('trigger', {}).get('efficiency'), 3):>13} "
+                     f"{pair(lambda n: n.get('trigger', {}).get('rejection'), 3):>13} "
+                     f"{_number(differ.get('z_abs_diff_max_cm'), 3):>11} "
+                     f"{_number(differ.get('z_abs_diff_mean_cm'), 4):>12} {differ.get('flipped', 0):>7}")
+    without = (metrics.get("hardware") or {}).get("without")
+    if without:
+        from neuro_trigger.judge.hardware import no_hardware_line
+
+        lines.append(no_hardware_line(without))
     return lines
 
 

@@ -175,8 +175,9 @@ def test_files_are_written(runs, compared):
 
 def test_report_shows_the_runs_as_the_verdict_table_does(runs, compared):
     """report.html's runs side by side: the verdict table's titles, units and digits rather than comparison.csv's
-    column names and raw floats; per expert a row per run and one of the old network; the best run marked."""
-    from neuro_trigger.judge.comparison_report import OLD_NETWORK, runs_table
+    column names and raw floats; per expert a row per run (A's followed by its network on the hardware: A is
+    tanh/2, B softsign, which has no hardware equivalent) and one of the old network; the best run marked."""
+    from neuro_trigger.judge.comparison_report import OLD_NETWORK, ON_HARDWARE, runs_table
     from neuro_trigger.judge.report import MEASURES
 
     a, b = _label(runs["a"]), _label(runs["b"])
@@ -185,8 +186,12 @@ def test_report_shows_the_runs_as_the_verdict_table_does(runs, compared):
     assert not [c for c in table.columns if "_" in c]
     for key in ("z_std", "z_trimmed_std", "z_half_width_68", "z_mean", "theta_std", "efficiency", "rejection"):
         assert MEASURES[key].title in col
-    assert [(r[0], r[1]) for r in table.rows] == [(e, run) for e in ("2", "4", "all") for run in (a, b, OLD_NETWORK)]
-    row = table.rows[4]  # B's expert 4: the numbers of comparison.csv, written as the verdict table writes them
+    assert [(r[0], r[1]) for r in table.rows] == [(e, run) for e in ("2", "4", "all")
+                                                  for run in (a, f"{a} {ON_HARDWARE}", b, OLD_NETWORK)]
+    on_hardware = table.rows[5]  # A's expert 4 on the hardware: judge_hardware's numbers
+    assert on_hardware[col["z \u03c3 [cm]"]] == f"{compared.metrics[a]['4']['hardware']['z']['std']:.2f}"
+    assert on_hardware[col["loss new / old"]] is None
+    row = table.rows[6]  # B's expert 4: the numbers of comparison.csv, written as the verdict table writes them
     csv = compared.table[(compared.table["run"] == b) & (compared.table["expert"] == "4")].iloc[0]
     judged = compared.metrics[b]["4"]
     assert row[col["z \u03c3 [cm]"]] == f"{csv['z_std_cm']:.2f}"
@@ -194,12 +199,13 @@ def test_report_shows_the_runs_as_the_verdict_table_does(runs, compared):
     assert row[col["loss new / old"]] == f"{csv['loss_vs_old']:.3f}"
     assert row[col["efficiency [%]"]] == (f"{100 * csv['efficiency']:.1f} \u00b1 "
                                           f"{100 * judged['new']['trigger']['efficiency_err']:.1f}")
-    old = table.rows[5]
+    old = table.rows[7]
     assert old[col["z \u03c3 [cm]"]] == f"{csv['old_z_std_cm']:.2f}" and old[col["loss new / old"]] is None
-    # per expert and measure the better of A and B is marked, never the old network
+    # per expert and measure the better of A and B is marked, never the hardware or the old network
     z = col["z \u03c3 [cm]"]
-    for first in (0, 3, 6):
-        assert len({(first, z), (first + 1, z)} & table.better) >= 1 and (first + 2, z) not in table.better
+    for first in (0, 4, 8):
+        assert len({(first, z), (first + 2, z)} & table.better) >= 1
+        assert not {(first + 1, z), (first + 3, z)} & table.better
     html = (compared.folder / "report.html").read_text()
     assert "z_trimmed_std_cm" not in html and "z trimmed \u03c3 [cm]" in html
 

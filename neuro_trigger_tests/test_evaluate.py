@@ -123,7 +123,8 @@ def test_other_data_gets_a_new_folder_each_time_and_the_first_is_untouched(run) 
     assert snapshot(first.folder) == before
     assert second.metrics["rows"]["total"] == 1500 and [s["rows"] for s in second.metrics["data"]] == [700, 800]
     table = read_prediction_table(second.folder / "pred_data_other_period.csv")
-    assert len(table) == 1500 and list(table.columns[-2:]) == ["NewZ", "NewTheta"]
+    assert len(table) == 1500 and list(table.columns[42:]) == ["NewZ", "NewTheta", "HwRawZ", "HwRawTheta", "HwZ",
+                                                               "HwTheta"]
     own = torch.load(run["folder"] / "prediction_test.pt", weights_only=True).numpy()
     # the same network on the same rows, within float32 rounding: in one table with other rows the matrix
     # products are blocked differently (observed: 1e-8 apart on a loaded machine)

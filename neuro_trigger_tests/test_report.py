@@ -200,6 +200,19 @@ def test_verdict_table_bias_nearer_zero_wins_and_ties_and_gaps_mark_nothing() ->
     assert "< 12 cm" in table.note and "3 rows without an old output" in table.note
 
 
+def test_pairs_new_old_and_float_hardware_are_header_groups() -> None:
+    """The verdict's pairs (new, old) and the hardware table's (float, hardware): each one heading over two columns,
+    a rule on the left of each pair; a column that belongs to no pair keeps its own heading."""
+    table = Table("T", ["expert", "z float", "z hardware", "e new", "e old", "z old", "flips"],
+                  [["expert 0", "1.00", "1.01", "90", "80", "2.00", "3"]])
+    page = report.render_report("t", [table])
+    assert '<th colspan="2" class="group">z</th>' in page and '<th colspan="2" class="group">e</th>' in page
+    assert re.findall(r'<th class="(first|sub)">(\w+)</th>', page) == [
+        ("first", "float"), ("sub", "hardware"), ("first", "new"), ("sub", "old")]
+    assert '<th rowspan="2">z old</th>' in page and '<th rowspan="2">flips</th>' in page
+    assert '<td class="first">1.00</td><td>1.01</td><td class="first">90</td><td>80</td><td>2.00</td>' in page
+
+
 # ---------------------------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -52,7 +52,9 @@ def check_run_folder(folder: Path, experts: list[str], out_size: int = 2) -> dic
         sources = summary["data"][split]
         assert sum(s["rows"] for s in sources) == n and len(sources[0]["sha256"]) == 64
         table = pd.read_csv(folder / f"pred_data_{split}.csv", sep="\t", skip_blank_lines=True)
-        assert len(table) == n and list(table.columns[-2:]) == ["NewZ", "NewTheta"]
+        # NewZ NewTheta after the data's columns, then the hardware's (baseline_v2 has a hardware equivalent)
+        assert len(table) == n and list(table.columns[42:44]) == ["NewZ", "NewTheta"]
+        assert list(table.columns[44:]) in ([], ["HwRawZ", "HwRawTheta", "HwZ", "HwTheta"])
         pred = torch.load(folder / f"prediction_{split}.pt", weights_only=True)
         assert pred.shape == (n, 2)
         np.testing.assert_allclose(table["NewZ"].to_numpy(), pred[:, 0].numpy(), rtol=1e-5, atol=1e-6,
@@ -228,4 +230,6 @@ def test_gzip_prediction_source_lines_are_kept(small_data, tmp_path):
     source = gzip.open(small_data["test"][0], "rt").read().splitlines()
     written = (result.folder / "pred_data_test.csv").read_text().splitlines()
     assert len(written) == len(source)
-    assert all(w.rsplit("\t", 2)[0] == s for w, s in zip(written[2:50], source[2:50], strict=True))
+    # six fields appended: NewZ NewTheta and the hardware's HwRawZ HwRawTheta HwZ HwTheta (tanh/2 runs on it)
+    assert written[0] == source[0] + "\tNewZ\tNewTheta\tHwRawZ\tHwRawTheta\tHwZ\tHwTheta"
+    assert all(w.rsplit("\t", 6)[0] == s for w, s in zip(written[2:50], source[2:50], strict=True))

@@ -18,11 +18,12 @@ import numpy as np
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.selection import expert_rows, load_data
 from neuro_trigger.errors import UserError
+from neuro_trigger.judge.hardware import judge_hardware
 from neuro_trigger.judge.mean_expert import log_mean_over_experts
 from neuro_trigger.judge.metrics import split_metrics
 from neuro_trigger.run.files import DiskFullError, disk_full_is_user_error, read_json, write_json
 from neuro_trigger.run.folder import journal_lines, library_versions
-from neuro_trigger.run.prediction_tables import merged_predictions, write_prediction_tables
+from neuro_trigger.run.prediction_tables import merged_hardware, merged_predictions, write_prediction_tables
 from neuro_trigger.run.status import summary_status
 
 
@@ -50,8 +51,10 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
              tables_written: bool = False) -> dict[str, Any]:
     """Combine every expert's part into prediction files (unless `tables_written`), weights.json and
     summary.json (metrics per split: "all_unfiltered", "all_filtered", "trigger_all" and each expert's
-    result_<split>.json). A full disk while writing them still leaves an honest summary.json (status "failed",
-    the error, the metrics) where it fits, and then raises DiskFullError (one line)."""
+    result_<split>.json; "trigger_all" with the hardware's measures where every finished expert's network has a
+    hardware equivalent; "hardware": which have one, and why the others have none). A full disk while writing
+    them still leaves an honest summary.json (status "failed", the error, the metrics) where it fits, and then
+    raises DiskFullError (one line)."""
     from neuro_trigger.judge.trigger import judge
 
     resolved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -63,8 +66,10 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     done = [k for k, s in statuses.items() if s["status"] == "finished"]
 
     metrics: dict[str, Any] = {}
+    hardware_experts: dict[str, Any] = {"experts": [], "without": {}}  # the same on every split
     for split, store in stores.items():
         pred, rows_all = merged_predictions(folder, split, len(store), done)
+        hardware = merged_hardware(folder, split, len(store), done)
         rows_filtered = [expert_rows(store, experts[key]) for key in done]
         out = min((experts[k]["out_size"] for k in done), default=2)
         loss = resolved["global"]["loss"]
@@ -81,6 +86,10 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
         rows = np.flatnonzero(judged)
         split_result["trigger_all"] = judge(store.y[rows], pred[rows, :out], store.y_old[rows], loss,
                                             store.expert[rows], store.ntracks[rows])
+        if hardware.complete:  # over all experts only where every network has them
+            split_result["trigger_all"].update(judge_hardware(store.y[rows], pred[rows, :out],
+                                                              hardware.scaled[rows, :out], loss))
+        hardware_experts = {"experts": hardware.experts, "without": hardware.without}
         for key in done:
             result_file = folder / key / f"result_{split}.json"
             split_result["experts"][key] = json.loads(result_file.read_text(encoding="utf-8"))
@@ -103,6 +112,7 @@ def assemble(folder: Path, stores: dict[str, ColumnStore] | None = None,
     summary.update(
         experts=statuses,
         metrics=metrics,
+        hardware=hardware_experts,
         end_time=datetime.fromtimestamp(time.time(), UTC).astimezone().isoformat(timespec="seconds"),
         status="finished" if states == {"finished"} else "interrupted" if "interrupted" in states else "failed",
     )

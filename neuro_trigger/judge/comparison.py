@@ -2,7 +2,8 @@
 
 `compare(runs)` runs the networks of every run (of this project or of the original trainer) on the same
 rows (`data` files, or the first run's `split` files), judges each run per expert and over all experts
-with `metrics.judge`, and writes a new, never-overwritten folder `log/comparisons/<name>_N/`:
+with `metrics.judge` (and, for networks with a hardware equivalent, the hardware beside the float network:
+`judge/hardware.py`), and writes a new, never-overwritten folder `log/comparisons/<name>_N/`:
 
   comparison.csv     the table: one row per (run, expert) and per (run, "all")
   metrics.json       every judge() result, per run and expert
@@ -88,6 +89,7 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
     """
     from neuro_trigger.data.dataset import load_split
     from neuro_trigger.judge.comparison_report import write_comparison  # matplotlib: once the arguments are checked
+    from neuro_trigger.judge.hardware import judge_hardware, network_hardware, no_hardware_line
     from neuro_trigger.judge.networks import load_networks, predict
     from neuro_trigger.judge.trigger import judge
 
@@ -118,6 +120,10 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
         summary = nets.summary if isinstance(nets.summary, dict) else {}
         pred = np.asarray(predict(nets, store), dtype=np.float32)[:, :k]
         preds[label] = pred
+        hardware = network_hardware(nets, store)  # the networks on the trigger's fixed-point arithmetic
+        hw = hardware.scaled[:, :k]
+        if hardware.without:
+            notes.append(no_hardware_line(hardware.without, label))
         note = data_relation(summary, common, reference_id)
         training = training_data_id(summary) or UNKNOWN_DATA
         if note.startswith(OTHER_DATA):
@@ -136,11 +142,15 @@ def compare(runs: list[Path], split: str = "test", data: list[str | Path] | None
             idx = np.flatnonzero(store.expert == expert)
             judged = judge(target[idx], pred[idx], old[idx], loss_name(nets, expert), store.expert[idx],
                            store.ntracks[idx], cut_cm=cut_cm)
+            if key in hardware.experts:
+                judged.update(judge_hardware(target[idx], pred[idx], hw[idx], loss_name(nets, expert), cut_cm))
             metrics[label][str(expert)] = judged
             rows.append(table_row(label, str(expert), note, training, judged, *expert_facts(run, summary, key)))
         idx = np.flatnonzero(store.expert != NO_EXPERT)  # every row some expert takes, as evaluate judges "all"
         judged = judge(target[idx], pred[idx], old[idx], loss_name(nets, None), store.expert[idx],
                        store.ntracks[idx], cut_cm=cut_cm)
+        if hardware.complete:  # over all experts only where every network has them
+            judged.update(judge_hardware(target[idx], pred[idx], hw[idx], loss_name(nets, None), cut_cm))
         metrics[label]["all"] = judged
         seconds = seconds_between(summary.get("start_time"), summary.get("end_time"))
         rows.append(table_row(label, "all", note, training, judged, None, seconds))

@@ -23,6 +23,7 @@ from neuro_trigger.judge.report import (
     Text,
     as_number,
     gives_theta,
+    hardware_table,
     verdict_table,
     write_report,
 )
@@ -38,6 +39,7 @@ SHOWN: dict[str, str] = {
     "rejection": "rejection",
 }
 OLD_NETWORK = "old network"
+ON_HARDWARE = "on the hardware"  # a run's networks in the trigger's fixed-point arithmetic (judge/hardware.py)
 
 
 def _expert_order(expert: str) -> tuple[int, str]:
@@ -46,8 +48,9 @@ def _expert_order(expert: str) -> tuple[int, str]:
 
 
 def runs_table(result: ComparisonResult) -> Table:
-    """The runs side by side: per expert (then over all experts) a row per run and one of the old network on
-    the same rows, as the reference; the numbers of comparison.csv written as the verdict table writes them
+    """The runs side by side: per expert (then over all experts) a row per run (followed by one of its network
+    on the hardware, where it has a hardware equivalent) and one of the old network on the same rows, as the
+    reference; the numbers of comparison.csv written as the verdict table writes them
     (`report.MEASURES`: titles, units, digits; efficiency and rejection with their binomial errors), and per
     expert the best run's value of each measure marked (`best_cells`). How each run came about (its data, its
     training files, best epochs, training time, folder) is in `runs_facts`: a row per run, which keeps this
@@ -67,6 +70,10 @@ def runs_table(result: ComparisonResult) -> Table:
         at[i] = len(rows)
         rows.append([expert, row["run"], int(row["rows"]), int(row["predicted_rows"]),
                      *(MEASURES[key].text(judged if key == "loss_ratio" else judged["new"]) for key in shown)])
+        if "hardware" in judged:  # the same network on the trigger hardware, beside it
+            rows.append([expert, f"{row['run']} {ON_HARDWARE}", int(row["rows"]),
+                         int(judged["hardware"]["z"]["count"]),
+                         *(None if key == "loss_ratio" else MEASURES[key].text(judged["hardware"]) for key in shown)])
         if n + 1 == len(order) or table["expert"].iloc[order[n + 1]] != expert:  # the expert's last run
             rows.append([expert, OLD_NETWORK, int(judged["rows"]), int(judged["old"]["z"]["count"]),
                          *(None if key == "loss_ratio" else MEASURES[key].text(judged["old"]) for key in shown)])
@@ -76,7 +83,9 @@ def runs_table(result: ComparisonResult) -> Table:
     note = ("Per expert, the best run's value is bold with a \u2713: lower resolution (\u03c3; trimmed \u03c3: "
             "without the 5% lowest and 5% highest residuals; 68% half-width), bias nearer zero, lower loss ratio, "
             f"higher efficiency and rejection. '{OLD_NETWORK}': the predictions the common data carry (the network "
-            "on the FPGA) on the same rows, for reference. Every number is in comparison.csv too.")
+            f"on the FPGA) on the same rows, for reference. '{ON_HARDWARE}': the run's network in the trigger's "
+            "fixed-point arithmetic (bit for bit), where it has a hardware equivalent. Every number is in "
+            "comparison.csv too.")
     return Table("Runs side by side", columns, rows, better=better, note=note)
 
 
@@ -138,8 +147,10 @@ def write_comparison(result: ComparisonResult, runs: list[Path], split: str, cut
     ]
     for label in result.labels:
         per_run = result.metrics[label]
-        sections.append(verdict_table({f"expert_{e}": m for e, m in per_run.items() if e != "all"},
-                                      per_run.get("all"), title=f"{label}: new vs old network"))
+        per_expert = {f"expert_{e}": m for e, m in per_run.items() if e != "all"}
+        sections.append(verdict_table(per_expert, per_run.get("all"), title=f"{label}: new vs old network"))
+        on_hardware = hardware_table(per_expert, per_run.get("all"), title=f"{label}: on the hardware vs float")
+        sections += [on_hardware] if on_hardware is not None else []
     for group, figs in figures.items():
         sections.append(Figures(f"Overlaid figures: {group}", {f"{group}: {name}": png for name, png in figs.items()}))
     sections += [

@@ -19,6 +19,15 @@ COLUMNS: dict[str, str | None] = {
     "efficiency": "higher", "old_efficiency": None, "rejection": "higher", "old_rejection": None,
     "best_epoch": None, "training_time_s": None,
 }
+# the new network on the hardware (judge/hardware.py), beside the float network: left out of the table where no
+# run's networks have a hardware equivalent, empty for a run whose networks have none
+HARDWARE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "hw_z_std_cm": ("hardware", "z", "std"), "hw_z_half_width_68_cm": ("hardware", "z", "half_width_68"),
+    "hw_efficiency": ("hardware", "trigger", "efficiency"), "hw_rejection": ("hardware", "trigger", "rejection"),
+    "hw_z_abs_diff_max_cm": ("hardware_vs_float", "z_abs_diff_max_cm"),
+    "hw_z_abs_diff_mean_cm": ("hardware_vs_float", "z_abs_diff_mean_cm"),
+    "hw_flipped": ("hardware_vs_float", "flipped"),
+}
 
 
 @dataclass
@@ -51,13 +60,30 @@ def table_row(label: str, expert: str, note: str, training: str, judged: dict, b
         "efficiency": new["trigger"]["efficiency"], "old_efficiency": old["trigger"]["efficiency"],
         "rejection": new["trigger"]["rejection"], "old_rejection": old["trigger"]["rejection"],
         "best_epoch": best_epoch, "training_time_s": seconds,
+        **{column: _found(judged, path) for column, path in HARDWARE_COLUMNS.items()},
     }
 
 
+def _found(judged: dict, path: tuple[str, ...]) -> Any:
+    """judged[p1][p2]...; None where a level is missing (a network without hardware outputs)."""
+    for key in path:
+        if not isinstance(judged, dict) or key not in judged:
+            return None
+        judged = judged[key]
+    return judged
+
+
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """The rows as the table, its columns in COLUMNS' order with integer counts and epochs."""
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    """The rows as the table, its columns in COLUMNS' order with integer counts and epochs, then the hardware's
+    where any run has them."""
+    hardware = [c for c in HARDWARE_COLUMNS if any(row.get(c) is not None for row in rows)]
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *hardware])
     table["best_epoch"] = table["best_epoch"].astype("Int64")
+    if "hw_flipped" in table:
+        table["hw_flipped"] = table["hw_flipped"].astype("Int64")
+    for column in hardware:
+        if column != "hw_flipped":
+            table[column] = table[column].astype("float64")  # None (no hardware outputs) as NaN
     for column in ("rows", "predicted_rows"):
         table[column] = table[column].astype("int64")
     return table
@@ -110,23 +136,26 @@ _TEXT_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("z std cm", ("z_std_cm", "old_z_std_cm")), ("z 68% cm", ("z_half_width_68_cm",)),
     ("z bias cm", ("z_mean_cm",)), ("theta std", ("theta_std_deg",)), ("loss/old", ("loss_vs_old",)),
     ("eff (old)", ("efficiency", "old_efficiency")), ("rej (old)", ("rejection", "old_rejection")),
+    ("hw z std", ("hw_z_std_cm",)), ("max |dz|", ("hw_z_abs_diff_max_cm",)), ("flips", ("hw_flipped",)),
     ("best ep", ("best_epoch",)), ("time s", ("training_time_s",)), ("data", ("data",)),
 ]
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The comparison table as compact text for the terminal: one line per (run, expert), 3-4 digits per value,
-    the old network's value in parentheses beside the new one's where the table has both."""
+    the old network's value in parentheses beside the new one's where the table has both; the hardware's z
+    resolution, largest |z_hardware - z_float| and flipped decisions where the table has them."""
+    shown = [(header, names) for header, names in _TEXT_COLUMNS if all(n in table for n in names)]
     lines = []
     for _, row in table.iterrows():
         cells = []
-        for _, names in _TEXT_COLUMNS:
+        for _, names in shown:
             if len(names) == 2:
                 cells.append(f"{_fmt(row[names[0]], 3)} ({_fmt(row[names[1]], 3)})")
             else:
                 cells.append(_fmt(row[names[0]], 3 if names[0] not in ("run", "data") else 4))
         lines.append(cells)
-    headers = [h for h, _ in _TEXT_COLUMNS]
+    headers = [h for h, _ in shown]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
     text = ["  ".join(h.ljust(w) if i in (0, len(headers) - 1) else h.rjust(w)
                       for i, (h, w) in enumerate(zip(headers, widths, strict=True)))]

@@ -27,9 +27,11 @@ from neuro_trigger.data.dataset import ColumnStore, load_split
 from neuro_trigger.data.neuroresults.format import NO_EXPERT
 from neuro_trigger.errors import UserError, clip
 from neuro_trigger.judge import trigger
+from neuro_trigger.judge.hardware import judge_hardware, network_hardware, no_hardware_line
 from neuro_trigger.judge.networks import SPLITS, RunNetworks, covered_rows, load_networks, predict
 from neuro_trigger.run.files import write_atomic, write_json
 from neuro_trigger.run.folder import FolderNotCreated, claim_numbered_folder, library_versions
+from neuro_trigger.run.prediction_tables import HardwareColumns
 
 EVALUATIONS = "evaluations"
 
@@ -43,20 +45,25 @@ class EvaluationResult:
 
 
 def judge_predictions(nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
-                      cut_cm: float = trigger.TRIGGER_CUT_CM) -> dict[str, Any]:
+                      cut_cm: float = trigger.TRIGGER_CUT_CM, hardware: HardwareColumns | None = None
+                      ) -> dict[str, Any]:
     """The trigger's metrics (`trigger.judge`) per network on its expert's rows, and over all experts (every
     row some expert takes; rows without a network are in `rows` there but in no other figure), with the
-    counts of rows left without a prediction: {"experts": {"expert_N": judge}, "all": judge, "rows": {...}}."""
+    counts of rows left without a prediction: {"experts": {"expert_N": judge}, "all": judge, "rows": {...}}.
+    With the networks' `hardware` outputs, each judge() of a network that has them holds the hardware's measures
+    too (`hardware.judge_hardware`), and "all" where every network has them."""
     expert = np.asarray(store.expert)
     covered = covered_rows(nets, store)
     per_expert: dict[str, Any] = {}
     for e in nets.networks:
         rows = store.expert_rows(e)
         if len(rows):
+            with_hw = hardware if hardware is not None and f"expert_{e}" in hardware.experts else None
             per_expert[f"expert_{e}"] = _judge(store, pred, rows, nets.out_sizes.get(e, nets.out_size),
-                                               nets.losses.get(e, "MSELoss"), cut_cm)
+                                               nets.losses.get(e, "MSELoss"), cut_cm, with_hw)
     all_rows = np.flatnonzero(expert != NO_EXPERT)
-    overall = _judge(store, pred, all_rows, nets.out_size, nets.loss, cut_cm)
+    overall = _judge(store, pred, all_rows, nets.out_size, nets.loss, cut_cm,
+                     hardware if hardware is not None and hardware.complete else None)
     missing = (expert != NO_EXPERT) & ~covered
     present, counts = np.unique(expert[missing], return_counts=True)
     rows = {"total": int(len(store)), "with_network": int(np.count_nonzero(covered)),
@@ -67,10 +74,13 @@ def judge_predictions(nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
 
 
 def _judge(store: ColumnStore, pred: np.ndarray, rows: np.ndarray, k: int, loss: str,
-           cut_cm: float) -> dict[str, Any]:
+           cut_cm: float, hardware: HardwareColumns | None = None) -> dict[str, Any]:
     # the full target (both columns): with out_size 1 the reco theta still bins the z residual
-    return trigger.judge(store.y[rows], pred[rows, :k], store.y_old[rows, :k], loss,
-                         expert=store.expert[rows], ntracks=store.ntracks[rows], cut_cm=cut_cm)
+    judged = trigger.judge(store.y[rows], pred[rows, :k], store.y_old[rows, :k], loss,
+                           expert=store.expert[rows], ntracks=store.ntracks[rows], cut_cm=cut_cm)
+    if hardware is not None:
+        judged.update(judge_hardware(store.y[rows], pred[rows, :k], hardware.scaled[rows, :k], loss, cut_cm))
+    return judged
 
 
 def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split: str = "test",
@@ -78,8 +88,9 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
     """Run the networks of `run_folder` on `data` (neuroresults files, .gz or plain, concatenated in order;
     default: the run's own `split`) and write a new folder `<out_root>/<name>_N/` (out_root default
     RUN/evaluations; name: the split, or the first data file's stem; N the next free number): metrics.json,
-    pred_data_<name>.csv (the Belle II rows unchanged plus NewZ NewTheta, nan where no network), plots/ (PNG)
-    and report.html. Returns the folder and the metrics. UserError (one line, nothing written) for bad input."""
+    pred_data_<name>.csv (the Belle II rows unchanged plus NewZ NewTheta, nan where no network, and the hardware's
+    HwRawZ HwRawTheta HwZ HwTheta where a network has a hardware equivalent), plots/ (PNG) and report.html.
+    Returns the folder and the metrics. UserError (one line, nothing written) for bad input."""
     cut = check_cut(cut_cm)
     folder = Path(run_folder)
     nets = load_networks(folder)
@@ -90,7 +101,8 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
         raise UserError(f"{what}: none of its {len(store)} rows belongs to an expert the run has a network for "
                         f"(networks: experts {sorted(nets.networks)}; the data's experts: {found})")
     pred = predict(nets, store)
-    judged = judge_predictions(nets, store, pred, cut)
+    hardware = network_hardware(nets, store)  # the networks on the trigger's fixed-point arithmetic
+    judged = judge_predictions(nets, store, pred, cut, hardware)
     result = {
         "run": str(folder.resolve()),
         "run_kind": nets.kind,
@@ -103,6 +115,7 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
         "out_size": nets.out_size,
         "networks": [f"expert_{e}" for e in nets.networks],
         "left_out": nets.left_out,  # configured experts without a network (not finished), each with its status
+        "hardware": {"experts": hardware.experts, "without": hardware.without},  # networks with(out) hardware outputs
         "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
         **judged,
     }
@@ -110,7 +123,7 @@ def evaluate(run_folder: Path | str, data: list[str | Path] | None = None, split
     root_existed = root.exists()
     target = claim_folder(root, name)
     try:
-        _write_evaluation(target, nets, store, pred, result, what)
+        _write_evaluation(target, nets, store, pred, result, what, hardware)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         if not root_existed:
@@ -196,14 +209,16 @@ def claim_folder(root: Path, name: str, max_attempts: int = 1000) -> Path:
 
 
 def _write_evaluation(folder: Path, nets: RunNetworks, store: ColumnStore, pred: np.ndarray,
-                      result: dict[str, Any], what: str) -> None:
-    """metrics.json, the prediction table, the figures and report.html into a claimed folder."""
+                      result: dict[str, Any], what: str, hardware: HardwareColumns) -> None:
+    """metrics.json, the prediction table (and the hardware's columns), the figures and report.html into a claimed
+    folder."""
     from neuro_trigger.data.neuroresults.writer import write_predictions
 
     write_json(folder / "metrics.json", result)
     table = folder / f"pred_data_{result['name']}.csv"
     try:
-        write_predictions([s["path"] for s in store.sources], table, pred, rows=[s["rows"] for s in store.sources])
+        write_predictions([s["path"] for s in store.sources], table, pred, rows=[s["rows"] for s in store.sources],
+                          extra=hardware.table_columns())
     except ValueError as e:
         raise UserError(f"{what}: cannot write the prediction table {table}: {e}") from None
     figures = _figures(folder, nets, store, pred, result, what)
@@ -261,6 +276,7 @@ def _report(folder: Path, nets: RunNetworks, result: dict[str, Any], figures: di
 
     rows = result["rows"]
     sections: list[Any] = [report.verdict_table(result["experts"], result["all"])]
+    sections += [t for t in [report.hardware_table(result["experts"], result["all"])] if t is not None]
     counted = {
         "run": result["run"],
         "run kind": "this project" if nets.kind == "own" else "the original trainer",
@@ -275,7 +291,10 @@ def _report(folder: Path, nets: RunNetworks, result: dict[str, Any], figures: di
         "rows without a network, by expert": ", ".join(f"{k}: {n}" for k, n in
                                                        rows["without_network_by_expert"].items()) or "-",
         "rows with Expert -1 (no expert takes them)": rows["no_expert"],
+        "on the hardware (fixed point)": ", ".join(result["hardware"]["experts"]) or "-",
     }
+    if result["hardware"]["without"]:
+        counted["without hardware outputs"] = no_hardware_line(result["hardware"]["without"])
     sections.append(report.KeyValues("Evaluation", counted))
     for key, figs in figures.items():
         sections.append(report.Figures("All experts" if key == "all" else key.replace("_", " "), figs))

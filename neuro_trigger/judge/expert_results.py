@@ -15,11 +15,14 @@ import numpy as np
 from neuro_trigger.data.dataset import ColumnStore
 from neuro_trigger.data.filter_parser import parse_filter
 from neuro_trigger.data.selection import expert_rows
+from neuro_trigger.fpga.outputs import config_precision, hardware_outputs, no_hardware_reason
 from neuro_trigger.judge.figure_files import figure_file, pngs_to_tensorboard, save_figures
 from neuro_trigger.judge.filtered import is_identity_filter
+from neuro_trigger.judge.hardware import judge_hardware
 from neuro_trigger.judge.metrics import split_metrics
 from neuro_trigger.judge.plots import prediction_figures
 from neuro_trigger.run.files import save_npz, write_json
+from neuro_trigger.run.prediction_tables import HW_NODE_BITS, HW_RAW, NO_HARDWARE
 from neuro_trigger.run.weights import weights_to_json
 
 PLOT_SPLITS = ("val", "test")
@@ -27,18 +30,25 @@ PLOT_SPLITS = ("val", "test")
 
 def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
                          stores: dict[str, ColumnStore], plots: bool = True) -> None:
-    """Predictions of the best network for the expert's rows, metrics per split (result_<split>.json: the
-    resolution metrics "unfiltered" / "filtered" and the trigger's view "trigger", see judge/trigger.judge),
+    """Predictions of the best network for the expert's rows (with the hardware's output integers where the
+    network has a hardware equivalent), metrics per split (result_<split>.json: the resolution metrics
+    "unfiltered" / "filtered" and the trigger's view "trigger", see judge/trigger.judge, with the hardware's
+    beside it, judge/hardware.judge_hardware),
     weights, and (unless `plots` is False: a parallel run draws them in jobs of their own) the plots."""
     import torch
 
     from neuro_trigger.judge.trigger import judge
     out = config["out_size"]
     filtered = _is_filtered(config)
+    node_bits = config_precision(config).node
     for split, store in stores.items():
         rows = expert_rows(store, config, filtered=False)
         pred = module.predict(torch.from_numpy(store.x[rows])).numpy()
-        save_npz(expert_dir / f"prediction_{split}.npz", rows=rows, pred=pred)
+        # the hardware's integers once, beside the float outputs: the run's tables and verdict take them from here
+        raw = hardware_outputs(module.model, config, store.x[rows])
+        hardware = {HW_RAW: raw, HW_NODE_BITS: np.int64(node_bits)} if raw is not None else \
+            {NO_HARDWARE: np.str_(no_hardware_reason(config))}
+        save_npz(expert_dir / f"prediction_{split}.npz", rows=rows, pred=pred, **hardware)
         y, y_old = store.y[rows, :out], store.y_old[rows, :out]
         result = {"unfiltered": split_metrics(y, pred, y_old, config["loss"])}
         keep = np.isin(rows, expert_rows(store, config)) if filtered else slice(None)
@@ -48,6 +58,9 @@ def write_expert_results(expert_dir: Path, module, config: dict[str, Any],
         # the full y gives reco theta for the binning by theta even when out_size is 1
         result["trigger"] = judge(store.y[rows][keep], pred[keep], store.y_old[rows][keep], config["loss"],
                                   store.expert[rows][keep], store.ntracks[rows][keep])
+        if raw is not None:  # the same rows on the hardware, beside the float network
+            result["trigger"].update(judge_hardware(store.y[rows][keep], pred[keep], raw[keep] / 2.0**node_bits,
+                                                    config["loss"]))
         write_json(expert_dir / f"result_{split}.json", result)
     write_json(expert_dir / "weights.json", weights_to_json(module.model.state_dict()))  # model. + net names
     if plots:

@@ -1,232 +1,41 @@
-"""One self-contained HTML page that a person opens in a browser: a run's (or an evaluation's, or a
-comparison's) verdict, figures, config and provenance.
-
-Self-contained because the machines these runs live on are often offline: every figure is embedded as
-a base64 PNG, the style sheet is inline, there are no scripts, and a Content-Security-Policy forbids
-the browser to fetch anything at all.
-
-The markup is in Jinja2 templates (judge/templates/: the page, one macro per kind of section, the style
-sheet) that escape every value put into them, so every text that comes from a user (config values,
-descriptions, paths, captions) is HTML-escaped without a call at each place it goes in. This module
-prepares what each template is given.
-
-`write_report` writes a page from a list of sections (`Table`, `Figures`, `KeyValues`, `Text`, `Code`);
-`verdict_table` turns `metrics.judge` outputs into the table at the top of every report;
+"""What every report page says first: the verdict of `trigger.judge` outputs (`verdict_table`, the measures it
+shows, `MEASURES`, with their titles, units and digits; `hardware_table`, the new network on the trigger
+hardware beside itself in floating point), and the constants of report.html. The page itself
+(sections, templates, rendering) is `judge/page.py`, whose names are here too for the modules that build pages;
 `judge/run_report.py` builds the report of a training run's folder with these.
 """
 from __future__ import annotations
 
-import base64
-import functools
-import json
-import logging
 import math
-import re
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-import numpy as np
-from matplotlib.figure import Figure
-
+from neuro_trigger.judge.page import (
+    BETTER_MARK,
+    FIGURE_DPI,
+    MISSING,
+    PNG_SIGNATURE,
+    Code,
+    Figures,
+    KeyValues,
+    Section,
+    Table,
+    Text,
+    format_value,
+    png_bytes,
+    render_report,
+    write_report,
+)
 from neuro_trigger.judge.trigger import BACKGROUND_CM, IP_CM, TRIGGER_CUT_CM
-from neuro_trigger.run.files import write_atomic
 
-log = logging.getLogger(__name__)
+__all__ = ["BETTER_MARK", "FIGURE_DPI", "FIGURE_SPLITS", "MEASURES", "MISSING", "PNG_SIGNATURE", "REPORT_FILE",
+           "VERDICT_SPLITS", "Code", "Figures", "KeyValues", "Measure", "Section", "Table", "Text", "as_number",
+           "expert_label", "format_value", "gives_theta", "hardware_table", "lookup", "png_bytes", "render_report",
+           "verdict_table", "write_report"]
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-BETTER_MARK = "\u2713"  # ✓, beside the bold value: the mark does not rely on colour
-MISSING = "\u2013"  # –, for a value that could not be computed
 REPORT_FILE = "report.html"
 VERDICT_SPLITS = ("test", "val")  # the held-out split first
 FIGURE_SPLITS = ("test",)  # the val split has its verdict table only: its figures would double the drawing time
-FIGURE_DPI = 90  # 576 x 432 px: sharp in the page's two columns, and 20% fewer bytes than 100 dpi
-TEMPLATES = "templates"  # judge/templates/: the page, its sections and its style sheet
-PAGE_TEMPLATE = "report.html"
-
-
-# ---------------------------------------------------------------------------------------------- sections
-@dataclass
-class Table:
-    """A table; `better` holds the (row, column) cells to mark as the better value (bold and a mark)."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    better: set[tuple[int, int]] = field(default_factory=set)
-    note: str = ""
-
-
-@dataclass
-class Figures:
-    """Figures by caption: matplotlib Figures (rendered to PNG here) or PNG bytes."""
-
-    title: str
-    figures: dict[str, Figure | bytes]
-
-
-@dataclass
-class KeyValues:
-    """Named values (a dict or list value is shown as compact JSON)."""
-
-    title: str
-    items: dict[str, Any]
-
-
-@dataclass
-class Text:
-    """Plain text; blank lines separate paragraphs."""
-
-    title: str
-    text: str
-
-
-@dataclass
-class Code:
-    """Preformatted text kept as it is: a config as JSON, a config diff, a command."""
-
-    title: str
-    text: str
-
-
-Section = Table | Figures | KeyValues | Text | Code
-
-
-# ---------------------------------------------------------------------------------------------- rendering
-@functools.cache
-def _templates() -> jinja2.Environment:
-    """The page's templates (judge/templates/), every value put into them HTML-escaped: an unescaped value
-    would have to be marked so in a template, where it shows."""
-    loader = jinja2.PackageLoader("neuro_trigger.judge", TEMPLATES, encoding="utf-8")
-    return jinja2.Environment(loader=loader, autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
-
-def format_value(value: Any) -> str:
-    """A table cell or key value as text: 4 significant digits for floats, '–' for NaN and None, compact
-    JSON for dicts and lists."""
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float | np.floating):
-        return MISSING if not math.isfinite(value) else f"{value:.4g}"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def png_bytes(figure: Figure | bytes) -> bytes:
-    """PNG bytes of a matplotlib Figure (through plots.figure_to_png) or of bytes that already are a PNG."""
-    if isinstance(figure, bytes | bytearray):
-        if not bytes(figure[:8]) == PNG_SIGNATURE:
-            raise ValueError("figure bytes are not a PNG")
-        return bytes(figure)
-    from neuro_trigger.judge.figure_files import figure_to_png
-
-    return figure_to_png(figure, dpi=FIGURE_DPI)
-
-
-def _column_groups(columns: list[str]) -> list[tuple[str, list[str]]]:
-    """Columns as header groups: a pair "X new", "X old" becomes ("X", ["new", "old"]), any other column
-    (name, [])."""
-    groups: list[tuple[str, list[str]]] = []
-    i = 0
-    while i < len(columns):
-        c = columns[i]
-        if c.endswith(" new") and i + 1 < len(columns) and columns[i + 1] == c[:-4] + " old":
-            groups.append((c[:-4], ["new", "old"]))
-            i += 2
-        else:
-            groups.append((c, []))
-            i += 1
-    return groups
-
-
-_NUMERIC_TEXT = re.compile(r"^[\s\d.,:+\-eE\u00b1\u2212%" + MISSING + "]*$")
-
-
-def _text_columns(t: Table) -> set[int]:
-    """Columns holding words (paths, hashes, names): left-aligned and wrapped, unlike numbers."""
-    return {j for j in range(len(t.columns))
-            if any(isinstance(row[j], str) and not _NUMERIC_TEXT.match(row[j]) for row in t.rows if j < len(row))}
-
-
-@dataclass
-class _Cell:
-    text: str
-    classes: str
-    better: bool
-
-
-def _table_view(t: Table) -> dict[str, Any]:
-    """What sections.html's table needs: one header row, or two where columns come in new/old pairs (the
-    pair's name spanning both, a rule on the left of each pair), and each cell's text and classes."""
-    groups = _column_groups(t.columns)
-    firsts, j = set(), 0
-    for _, subs in groups:
-        if subs:
-            firsts.add(j)
-        j += max(1, len(subs))
-    text_columns = _text_columns(t)
-    rows = []
-    for i, row in enumerate(t.rows):
-        cells = []
-        for j, value in enumerate(row):
-            classes = " ".join(c for c, on in (("first", j in firsts), ("text", j in text_columns),
-                                               ("better", (i, j) in t.better)) if on)
-            cells.append(_Cell(format_value(value), classes, (i, j) in t.better))
-        rows.append(cells)
-    return {"columns": t.columns, "groups": groups, "paired": any(subs for _, subs in groups),
-            "text_columns": text_columns, "rows": rows, "note": t.note, "mark": BETTER_MARK}
-
-
-def _figures_view(f: Figures) -> dict[str, Any]:
-    return {"figures": [(caption, "data:image/png;base64," + base64.b64encode(png_bytes(figure)).decode("ascii"))
-                        for caption, figure in f.figures.items()]}
-
-
-def _key_values_view(k: KeyValues) -> dict[str, Any]:
-    return {"entries": [(key, format_value(value)) for key, value in k.items.items()]}
-
-
-def _text_view(t: Text) -> dict[str, Any]:
-    return {"paragraphs": [p.strip() for p in t.text.split("\n\n") if p.strip()]}
-
-
-def _code_view(c: Code) -> dict[str, Any]:
-    return {"text": c.text}
-
-
-# each section type: the macro of sections.html that draws it, and what that macro is given
-_VIEWS = {Table: ("table", _table_view), Figures: ("figures", _figures_view),
-          KeyValues: ("key_values", _key_values_view), Text: ("text", _text_view), Code: ("code", _code_view)}
-
-
-def render_report(title: str, sections: list[Section]) -> str:
-    """The page as a string (see `write_report`)."""
-    drawn = []
-    for i, section in enumerate(sections):
-        if type(section) not in _VIEWS:
-            raise TypeError(f"not a report section: {type(section).__name__}")
-        kind, view = _VIEWS[type(section)]
-        drawn.append({"anchor": f"s{i}", "title": section.title, "kind": kind, "view": view(section)})
-    generated = datetime.now().astimezone().isoformat(timespec="seconds")
-    return _templates().get_template(PAGE_TEMPLATE).render(title=title, generated=generated, sections=drawn)
-
-
-def write_report(path: Path, title: str, sections: list[Section]) -> Path:
-    """Write one self-contained HTML page (figures as base64 PNG, inline CSS, no scripts, nothing
-    fetched) with `title` and the sections in order; atomically, so a reader never sees half a page."""
-    # UTF-8 (the page says so); a path Python could not decode in the locale (lone surrogates) goes out as its bytes
-    page = render_report(title, sections).encode("utf-8", errors="surrogateescape")
-    path = Path(path)
-    write_atomic(path, lambda f: f.write(page))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- the verdict
@@ -304,6 +113,14 @@ MEASURES: dict[str, Measure] = {
 }
 VERDICT_PAIRS = ("z_std", "z_half_width_68", "z_mean", "efficiency", "rejection")  # new beside old
 THETA_PAIRS = ("theta_std",)  # where the networks give theta
+HARDWARE_PAIRS = ("z_std", "z_half_width_68", "efficiency", "rejection")  # float beside hardware
+# how far the new network on the hardware strays from itself in floating point (judge/hardware.py), of the
+# judge output: shown where some network has a hardware equivalent
+HARDWARE_MEASURES = (Measure("max |\u0394z| hardware \u2212 float [cm]", ("hardware_vs_float", "z_abs_diff_max_cm"),
+                             "low", decimals=3),
+                     Measure("mean |\u0394z| hardware \u2212 float [cm]",
+                             ("hardware_vs_float", "z_abs_diff_mean_cm"), "low", decimals=4),
+                     Measure("flipped decisions", ("hardware_vs_float", "flipped"), "low", decimals=0))
 
 
 def gives_theta(judged: Any) -> bool:
@@ -327,7 +144,8 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
     """The verdict of `metrics.judge` outputs: a row per expert (and "all experts" from `overall`) with
     z resolution new/old (std, 68% half-width), z bias, trigger efficiency and background rejection at
     the cut (with binomial errors), theta resolution where the networks give theta, and the loss against
-    the old network's; the better of new and old marked in each pair (for a bias: the one nearer zero)."""
+    the old network's; the better of new and old marked in each pair (for a bias: the one nearer zero). The
+    hardware's numbers are in `hardware_table`, beside it."""
     judged = dict(per_expert)
     if overall is not None:
         judged["all experts"] = overall
@@ -366,4 +184,37 @@ def verdict_table(per_expert: dict[str, dict], overall: dict | None = None, titl
             f"predicted z. Old values and 'loss new / old' use the rows where both networks give an output")
     note += f" ({without_old:,} rows without an old output left out)." if without_old else "."
     return Table(title, columns, rows, better, note)
+
+
+def hardware_table(per_expert: dict[str, dict], overall: dict | None = None,
+                   title: str = "Verdict on the hardware") -> Table | None:
+    """The verdict's companion where some network has a hardware equivalent (judge/hardware.py): a row per
+    expert (and "all experts") with the new network's z resolution, efficiency and background rejection at the
+    cut in floating point beside the same on the trigger hardware, then the largest and mean |z hardware -
+    z float| and the trigger decisions that flip; None where no network has hardware outputs. A table of its
+    own beside the verdict, which would not fit a page's width with a third column per measure."""
+    judged = dict(per_expert)
+    if overall is not None:
+        judged["all experts"] = overall
+    if not any("hardware" in j for j in judged.values()):
+        return None
+    pairs = [MEASURES[key] for key in HARDWARE_PAIRS]
+    if any(gives_theta(j) for j in judged.values()):
+        pairs += [MEASURES[key] for key in THETA_PAIRS]
+    columns = ["expert", "rows"]
+    for m in pairs:
+        columns += [f"{m.title} float", f"{m.title} hardware"]
+    columns += [m.title for m in HARDWARE_MEASURES]
+    rows = []
+    for key, j in judged.items():
+        row: list[Any] = [expert_label(key), _count(lookup(j, "hardware_vs_float", "rows"))]
+        for m in pairs:
+            row += [m.text(lookup(j, "new")), m.text(lookup(j, "hardware"))]
+        rows.append(row + [m.text(j) for m in HARDWARE_MEASURES])
+    cut = next((j["cut_cm"] for j in judged.values() if j.get("cut_cm") is not None), TRIGGER_CUT_CM)
+    note = ("hardware: the new network in the trigger's fixed-point arithmetic, bit for bit (the precision of its "
+            "expert's config), on the rows of its float self. \u0394z = z hardware \u2212 z float; flipped: "
+            f"tracks the cut |z| < {cut:g} cm keeps in one of them and drops in the other. {MISSING} where a "
+            "network has no hardware equivalent (or, over all experts, where one of them has none).")
+    return Table(title, columns, rows, note=note)
 

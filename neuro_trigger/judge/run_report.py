@@ -30,6 +30,7 @@ from neuro_trigger.judge.report import (
     Text,
     as_number,
     expert_label,
+    hardware_table,
     lookup,
     png_bytes,
     verdict_table,
@@ -78,8 +79,11 @@ def _verdict_sections(folder: Path, summary: dict, done: list[str]) -> list[Sect
         if not per_expert:
             continue
         overall = lookup(metrics, split, "trigger_all")
-        sections.append(verdict_table(per_expert, overall if isinstance(overall, dict) else None,
-                                      title=f"Verdict: new vs old network, {split} split"))
+        overall = overall if isinstance(overall, dict) else None
+        sections.append(verdict_table(per_expert, overall, title=f"Verdict: new vs old network, {split} split"))
+        on_hardware = hardware_table(per_expert, overall, title=f"On the hardware: new network in fixed point vs "
+                                                                f"float, {split} split")
+        sections += [on_hardware] if on_hardware is not None else []
     if not sections:
         sections.append(Text("Verdict", "No trigger metrics in summary.json or the experts' result files "
                                         "(no expert finished, or the run was made before they were computed)."))

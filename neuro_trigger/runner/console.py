@@ -57,8 +57,28 @@ def verdict_lines(summary: dict[str, Any], resolved: dict[str, Any], split: str 
         m = metrics.get(key, {}).get("unfiltered", {})
         lines.append(f"{key}: {stop}; {split} z resolution {_number(m, 'z_diff_std_cm', '.2f')} cm "
                      f"(old {_number(m, 'old_z_diff_std_cm', '.2f')} cm), "
-                     f"loss vs old {_number(m, 'loss_vs_old', '.3f')}")
+                     f"loss vs old {_number(m, 'loss_vs_old', '.3f')}"
+                     + _on_hardware(metrics.get(key, {}).get("trigger")))
+    overall = summary.get("metrics", {}).get(split, {}).get("trigger_all") or {}
+    if "hardware" in overall:
+        lines.append(f"all experts: {split} z resolution {_number(overall['new']['z'], 'std', '.2f')} cm"
+                     + _on_hardware(overall))
+    without = (summary.get("hardware") or {}).get("without")
+    if without:  # once for the run, not once per expert or split
+        from neuro_trigger.judge.hardware import no_hardware_line
+
+        lines.append(no_hardware_line(without))
     return lines
+
+
+def _on_hardware(judged: dict[str, Any] | None) -> str:
+    """The hardware's numbers of a judge() output beside the float network's ("" where it has none)."""
+    if not judged or "hardware" not in judged:
+        return ""
+    differ = judged["hardware_vs_float"]
+    return (f"; on the hardware {_number(judged['hardware']['z'], 'std', '.2f')} cm, |\u0394z| max "
+            f"{_number(differ, 'z_abs_diff_max_cm', '.3f')} mean {_number(differ, 'z_abs_diff_mean_cm', '.4f')} cm, "
+            f"{differ['flipped']} decision(s) flipped")
 
 
 def _number(metrics: dict[str, Any], name: str, fmt: str) -> str:

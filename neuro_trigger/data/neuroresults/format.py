@@ -12,6 +12,8 @@ OLD_COLUMNS = ["ScaleZ", "RawZ", "ScaleTheta", "RawTheta"]
 COLUMNS = EVENT_COLUMNS + INPUT_COLUMNS + TARGET_COLUMNS + OLD_COLUMNS
 INT_COLUMNS = EVENT_COLUMNS + ["RawZ", "RawTheta"]
 PREDICTION_COLUMNS = ["NewZ", "NewTheta"]
+# the new network on the trigger hardware (fixed point): its output integers, and them in the scale of NewZ NewTheta
+HARDWARE_COLUMNS = ["HwRawZ", "HwRawTheta", "HwZ", "HwTheta"]
 
 FINITE_COLUMNS = INPUT_COLUMNS + TARGET_COLUMNS
 """Columns in which NaN or inf is a format error (the old network's output may be NaN)."""

@@ -15,6 +15,7 @@ from neuro_trigger import cpu_cores
 from neuro_trigger.data.neuroresults.cache import CACHE_DIR, _load_cache, _store_cache, file_hash
 from neuro_trigger.data.neuroresults.format import (
     COLUMNS,
+    HARDWARE_COLUMNS,
     INT_COLUMNS,
     PREDICTION_COLUMNS,
     VALUE_RANGES,
@@ -42,8 +43,9 @@ def read_neuroresults(
     """Read a neuroresults file (plain or gzip) into column arrays: ints int64, floats float32.
 
     Returns the columns in file order (or in the order of `columns`). A prediction file (the 42
-    columns plus NewZ NewTheta) is read too. The parsed columns are cached in
-    `cache_dir/<sha256>.npz`, so a file is parsed once; `cache_dir=None` disables the cache.
+    columns plus NewZ NewTheta, and perhaps the hardware's HwRawZ HwRawTheta HwZ HwTheta) is read too. The
+    parsed columns are cached in `cache_dir/<sha256>.npz`, so a file is parsed once; `cache_dir=None` disables
+    the cache.
     """
     path = Path(path)
     wanted = _check_requested(columns)
@@ -71,7 +73,7 @@ def read_neuroresults(
 def _check_requested(columns: list[str] | None) -> list[str] | None:
     if columns is None:
         return None
-    known = set(COLUMNS) | set(PREDICTION_COLUMNS)
+    known = set(COLUMNS) | set(PREDICTION_COLUMNS) | set(HARDWARE_COLUMNS)
     unknown = [c for c in columns if c not in known]
     if unknown:
         raise ValueError(f"unknown neuroresults columns requested: {unknown}")
@@ -163,9 +165,10 @@ def _parse_block(parts: list[bytes | memoryview], names: list[str]) -> pd.DataFr
 # --------------------------------------------------------------------------------------------- validation
 
 def _check_header(path: Path, header: bytes) -> list[str]:
-    """The header must be exactly the 42 names in order (optionally followed by NewZ NewTheta)."""
+    """The header must be exactly the 42 names in order (optionally followed by NewZ NewTheta, and those by
+    the hardware's HwRawZ HwRawTheta HwZ HwTheta)."""
     names = header.rstrip(b"\r\n").decode("utf-8", errors="replace").split("\t")
-    if names in (COLUMNS, COLUMNS + PREDICTION_COLUMNS):
+    if names in (COLUMNS, COLUMNS + PREDICTION_COLUMNS, COLUMNS + PREDICTION_COLUMNS + HARDWARE_COLUMNS):
         return names
     for position, expected in enumerate(COLUMNS):
         found = names[position] if position < len(names) else None
@@ -184,7 +187,8 @@ def _check_header(path: Path, header: bytes) -> list[str]:
         raise DataFormatError(path, 1, what)
     extra = names[len(COLUMNS):]
     raise DataFormatError(
-        path, 1, f"unexpected extra columns {extra[:3]} after {COLUMNS[-1]!r} (only NewZ NewTheta may follow)"
+        path, 1, f"unexpected extra columns {extra[:3]} after {COLUMNS[-1]!r} (only NewZ NewTheta may follow, and "
+                 f"after them HwRawZ HwRawTheta HwZ HwTheta)"
     )
 
 

@@ -6,7 +6,7 @@ import gzip
 import os
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,12 @@ def write_predictions(
     dst: str | Path,
     prediction: np.ndarray,
     rows: Sequence[int] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write the file `src`, or the files of a split in order, as one file with two columns NewZ NewTheta
-    (scaled) appended to every row.
+    (scaled) appended to every row, and after them the columns of `extra` (name -> one value a row, in order:
+    the hardware's HwRawZ HwRawTheta HwZ HwTheta). An integer column is written as integers, "nan" where it is
+    masked (a numpy masked array); a float column as NewZ is.
 
     The header and the empty line 2 are written once; every row's line stays byte-for-byte unchanged
     (its line break included; a file without a line break after its last row gets one where another file
@@ -60,6 +63,10 @@ def write_predictions(
     values = np.asarray(prediction)
     if values.ndim != 2 or values.shape[1] != 2:
         raise ValueError(f"prediction must have shape (N, 2), got {values.shape}")
+    names = [*PREDICTION_COLUMNS, *(extra or {})]
+    columns = [values[:, 0], values[:, 1], *(extra or {}).values()]
+    if any(np.ndim(c) != 1 or len(c) != len(values) for c in columns):
+        raise ValueError(f"every extra column needs one value for each of the prediction's {len(values)} rows")
     if not sources:
         raise ValueError("no source files given")
     if rows is not None and len(rows) != len(sources):
@@ -79,12 +86,12 @@ def write_predictions(
             if i == 0:
                 if len(starts) > 1:
                     eol = text[ends[0]:starts[1]]  # the header's own line break: "\n" or "\r\n"
-                sink.write(text[:ends[0]] + ("\t" + "\t".join(PREDICTION_COLUMNS)).encode("utf-8") + eol + eol)
+                sink.write(text[:ends[0]] + ("\t" + "\t".join(names)).encode("utf-8") + eol + eol)
             if n == 0:
                 continue
             if pending_break:
                 sink.write(eol)
-            _write_rows(sink, text, starts[first:], ends[first:], values[done:done + n])
+            _write_rows(sink, text, starts[first:], ends[first:], [c[done:done + n] for c in columns])
             pending_break = not text.endswith(b"\n")
             done += n
         if done != len(values):
@@ -112,7 +119,8 @@ def _prediction_source(src: Path) -> tuple[bytes, np.ndarray, np.ndarray, int]:
     return text, starts, ends, first
 
 
-def _write_rows(sink: _AtomicSink, text: bytes, starts: np.ndarray, ends: np.ndarray, values: np.ndarray) -> None:
+def _write_rows(sink: _AtomicSink, text: bytes, starts: np.ndarray, ends: np.ndarray,
+                columns: list[np.ndarray]) -> None:
     """The lines of the given rows (from the first row's start to the end of the text), fields appended."""
     buf = np.frombuffer(text, dtype=np.uint8)
     position = int(starts[0])
@@ -120,21 +128,31 @@ def _write_rows(sink: _AtomicSink, text: bytes, starts: np.ndarray, ends: np.nda
     for a in range(0, len(ends), _WRITE_CHUNK_ROWS):
         b = min(a + _WRITE_CHUNK_ROWS, len(ends))
         stop = int(starts[b]) if b < len(starts) else len(buf)
-        sink.write(_append_fields(buf[position:stop], ends[a:b] - position, values[a:b]))
+        sink.write(_append_fields(buf[position:stop], ends[a:b] - position, [c[a:b] for c in columns]))
         position = stop
     sink.write(buf[position:])
 
 
-def _append_fields(piece: np.ndarray, insert_at: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Insert "\tZ\tTheta" at the given offsets (the rows' line ends) of a block of file bytes."""
-    rows = len(values)
-    # shortest round-trip repr as fixed-width bytes; the NUL padding is dropped below
-    z = values[:, 0].astype("S").view(np.uint8).reshape(rows, -1)
-    theta = values[:, 1].astype("S").view(np.uint8).reshape(rows, -1)
+def _append_fields(piece: np.ndarray, insert_at: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """Insert "\tZ\tTheta..." (a field per column) at the given offsets (the rows' line ends) of a block of file
+    bytes."""
+    rows = len(columns[0])
     tab = np.full((rows, 1), ord("\t"), dtype=np.uint8)
-    table = np.concatenate([tab, z, tab, theta], axis=1)
-    keep = table != 0
+    parts = []
+    for column in columns:
+        parts += [tab, _field_bytes(column).view(np.uint8).reshape(rows, -1)]
+    table = np.concatenate(parts, axis=1)
+    keep = table != 0  # fixed-width bytes: the NUL padding is dropped
     return np.insert(piece, np.repeat(insert_at, keep.sum(axis=1)), table[keep])
+
+
+def _field_bytes(column: np.ndarray) -> np.ndarray:
+    """A column's values as fixed-width bytes: floats as their shortest round-trip repr ("nan" for NaN), integers
+    as integers ("nan" where masked)."""
+    if np.ma.isMaskedArray(column):
+        text = np.ma.getdata(column).astype("S")
+        return np.where(np.ma.getmaskarray(column), np.bytes_(b"nan"), text)
+    return np.asarray(column).astype("S")
 
 
 class _AtomicSink:
