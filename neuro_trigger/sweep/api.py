@@ -9,6 +9,7 @@ checkpoints, the samplers from the journal.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from neuro_trigger.data.selection import check_data_files, check_rows, load_data
 from neuro_trigger.errors import UserError
 from neuro_trigger.run.files import read_json, write_json
 from neuro_trigger.run.folder import create_run_folder, ensure_writable, write_git_snapshot
-from neuro_trigger.run.status import last_checkpoint, now
+from neuro_trigger.run.status import last_checkpoint, now, read_status
 from neuro_trigger.runner.api import DEBUG_ROOT
 from neuro_trigger.runner.console import setup_console, setup_logging
 from neuro_trigger.runner.options import check_launcher
@@ -33,7 +34,7 @@ from neuro_trigger.sweep.local import TrialQueue, on_cpu, run_trials
 from neuro_trigger.sweep.space import Sweep, load_sweep
 from neuro_trigger.sweep.trial import trial_folder
 from neuro_trigger.training.devices import check_hardware
-from neuro_trigger.training.stopping import RunLock, stop_on_signals
+from neuro_trigger.training.stopping import RunLock, process_alive, stop_on_signals
 
 log = logging.getLogger("neuro_trigger")
 
@@ -128,6 +129,7 @@ def resume_sweep(folder: Path, verbose: bool = False) -> SweepResult:
                 left = []
                 for expert in spec.experts:
                     for asked in studies.unfinished(folder, spec, expert):
+                        _refuse_live_trial(trial_folder(folder, expert, asked.number), f"expert_{expert}")
                         last = last_checkpoint(trial_folder(folder, expert, asked.number), f"expert_{expert}")
                         left.append((asked, last if last.is_file() else None))
                 log.info("resuming sweep %s: %d trial(s) go on%s", folder, len(left), "".join(
@@ -136,6 +138,16 @@ def resume_sweep(folder: Path, verbose: bool = False) -> SweepResult:
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+def _refuse_live_trial(trial: Path, key: str) -> None:
+    """A trial of the stopped sweep still training (a process that has not noticed the stop yet) is not started
+    twice."""
+    state = read_status(trial, key)
+    if state.get("status") == "running" and state.get("pid") and state.get("host") == socket.gethostname() and \
+            process_alive(state["pid"], state.get("pid_start")):
+        raise UserError(f"--resume: {trial} is still training in process {state['pid']}; wait for it to stop "
+                        f"(it stops by itself once the sweep's command is gone) or kill it")
 
 
 def _run(folder: Path, spec: Sweep, stores, counts: dict[str, int], production: bool, git_id: str | None,
