@@ -13,6 +13,7 @@ itself if that job is gone without doing it); Ctrl-C cancels the sweep's jobs. `
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -206,9 +207,13 @@ def _follow(folder: Path, spec: Sweep, submission: dict[str, Any], ids: list[str
     """One line per trial as it ends, until the finish job is done; where every job is gone without it (the finish
     job cancelled or failed), the sweep is finished here."""
     gone_since = None
+    told: set[str] = set()
     while True:
         _log_ended(folder, spec, seen, total)
         queued = queued_jobs(ids)
+        for agent in [a for a in submission["agents"] if queued is not None and a not in queued and a not in told]:
+            told.add(agent)
+            _tell_failed_agent(folder, agent)
         if queued is not None and submission["finish"] not in queued and finished_by(folder) == submission["finish"]:
             _log_ended(folder, spec, seen, total)
             for line in _verdict(folder, spec, started):
@@ -225,6 +230,19 @@ def _follow(folder: Path, spec: Sweep, submission: dict[str, Any], ids: list[str
         else:
             gone_since = None
         time.sleep(poll_s)
+
+
+def _tell_failed_agent(folder: Path, job: str) -> None:
+    """A warning for an agent whose job ended in an error (submitit's result file says so)."""
+    result = folder / "slurm" / job / f"{job}_0_result.pkl"
+    try:
+        with open(result, "rb") as handle:
+            outcome, value = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+        return
+    if outcome == "error":
+        log.warning("agent %s failed: %s (its log: %s)", job, last_line(str(value)), result.with_name(
+            f"{job}_0_log.out"))
 
 
 def _log_ended(folder: Path, spec: Sweep, seen: set[Path], total: int) -> None:
