@@ -156,6 +156,29 @@ def test_a_cancelled_array_resumes_without_training_a_finished_trial_again(slurm
     assert latest["slurm"] == {"mem_gb": 1, "time_min": 10, "side_mem_gb": 1}  # the settings it was submitted with
 
 
+@pytest.mark.slow
+def test_a_requeued_agent_goes_on_with_its_trial(slurm_cluster, defined, tmp_path):
+    """The signal SLURM sends before a time limit (USR2, on which submitit requeues the job) while trial 1 trains:
+    the agent's job runs again, takes its stopped trial and goes on from its checkpoint; trial 0 stays as it was."""
+    from neuro_trigger.sweep.api import sweep
+
+    name = defined({"experts": [3], "epochs": 40, "workers": 1}, {"space": {"batch_size": [512, 8]}})
+    folder = sweep(name, production=True, log_root=tmp_path, launcher="slurm", slurm=SLURM, detach=True).folder
+    [submission] = jobs(folder)
+    first, second = (folder / "trials" / "expert_3" / f"trial_{n:03d}" for n in (0, 1))
+    try:
+        wait_for(lambda: (second / "expert_3" / "ckpts" / "last.ckpt").is_file(), "trial 1 to train an epoch", 150)
+        kept = (first / "expert_3" / "status.json").read_bytes()
+        subprocess.run(["scancel", "--signal=USR2", submission["agents"][0]], check=True)
+        wait_for(lambda: (folder / "slurm" / "finished.json").is_file(), "the finish job", 240)
+    finally:
+        subprocess.run(["scancel", *sweep_job_ids(folder)], check=False)
+    assert list(trials_table(folder)["state"]) == ["finished", "finished"]
+    assert (first / "expert_3" / "status.json").read_bytes() == kept
+    assert f"SLURM job {submission['agents'][0]} continues from" in (second / "expert_3.log").read_text()
+    assert pd.read_csv(second / "expert_3" / "csv" / "metrics.csv")["epoch"].tolist() == list(range(40))
+
+
 def test_agents_never_take_the_same_trial_and_take_a_stopped_one_first(defined, tmp_path):
     """The agents' claiming, without a cluster: a held trial is never handed out again; a stopped one nobody
     holds is, with its checkpoint; one that wrote its record before its study was told is told, not trained."""
