@@ -2,10 +2,9 @@
 
 `sweep()` checks the sweep whole and the data before anything trains, makes `<log root>/sweeps/<name>/version_N/`
 (sweep.json: the sweep as it was run; git_id.txt, git_diff.txt; optuna.journal: one study per expert), trains the
-trials (sweep/local.py; with --launcher slurm, a job array and a job that finishes the sweep: sweep/slurm.py),
-then writes trials.csv, the best/ folder and report.html, and ends with one line per
-expert. `resume_sweep()` goes on with a stopped one: finished trials are kept, stopped ones go on from their
-checkpoints, the samplers from the journal.
+trials (sweep/local.py; on SLURM a job array, and a job that finishes the sweep: sweep/slurm.py), then writes
+trials.csv, the best/ folder and report.html, and ends with one line per expert. `resume_sweep()` goes on with a
+stopped one: finished trials are kept, stopped ones go on from their checkpoints, the samplers from the journal.
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.config.resolution import resolve_config
@@ -35,6 +34,9 @@ from neuro_trigger.sweep.space import Sweep, load_sweep
 from neuro_trigger.sweep.trial import trial_folder
 from neuro_trigger.training.devices import check_hardware
 from neuro_trigger.training.stopping import RunLock, stop_on_signals
+
+if TYPE_CHECKING:
+    from neuro_trigger.sweep.slurm import Plan
 
 log = logging.getLogger("neuro_trigger")
 
@@ -186,7 +188,7 @@ def _run(folder: Path, spec: Sweep, stores, counts: dict[str, int], production: 
     return _finish(folder, spec, stores, git_id, started)
 
 
-def _on_slurm(folder: Path, spec: Sweep, plan, stores, git_id: str | None, started: float, detach: bool,
+def _on_slurm(folder: Path, spec: Sweep, plan: Plan, stores, git_id: str | None, started: float, detach: bool,
               verbose: bool) -> SweepResult:
     """The trials as a SLURM job array and a job that finishes the sweep with `_finish` (sweep/slurm.py)."""
     from neuro_trigger.sweep import slurm as on_slurm
