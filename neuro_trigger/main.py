@@ -223,7 +223,8 @@ def _resume_sweep(args: argparse.Namespace) -> int:
         raise UserError("--resume continues a sweep as it was defined: give it no config, --sweep, -p, -s or -m")
     from neuro_trigger.sweep.api import resume_sweep
 
-    result = resume_sweep(args.resume, verbose=args.verbose)
+    result = resume_sweep(args.resume, verbose=args.verbose, launcher=args.launcher, slurm=args.slurm,
+                          detach=args.detach)
     print(result.folder)
     return 0 if result.ok else 1
 

@@ -2,9 +2,9 @@
 
 `sweep()` checks the sweep whole and the data before anything trains, makes `<log root>/sweeps/<name>/version_N/`
 (sweep.json: the sweep as it was run; git_id.txt, git_diff.txt; optuna.journal: one study per expert), trains the
-trials (sweep/local.py), then writes trials.csv, the best/ folder and report.html, and ends with one line per
-expert. `resume_sweep()` goes on with a stopped one: finished trials are kept, stopped ones go on from their
-checkpoints, the samplers from the journal.
+trials (sweep/local.py; on SLURM a job array, and a job that finishes the sweep: sweep/slurm.py), then writes
+trials.csv, the best/ folder and report.html, and ends with one line per expert. `resume_sweep()` goes on with a
+stopped one: finished trials are kept, stopped ones go on from their checkpoints, the samplers from the journal.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neuro_trigger import REPO_ROOT
 from neuro_trigger.config.resolution import resolve_config
@@ -26,6 +26,7 @@ from neuro_trigger.runner.api import DEBUG_ROOT
 from neuro_trigger.runner.console import setup_console, setup_logging
 from neuro_trigger.runner.options import check_launcher
 from neuro_trigger.runner.processes import start_process_server
+from neuro_trigger.runner.slurm_queue import JOBS_FILE
 from neuro_trigger.sweep import records as trial_records
 from neuro_trigger.sweep import studies
 from neuro_trigger.sweep.best import best_records, build_best
@@ -35,6 +36,9 @@ from neuro_trigger.sweep.space import Sweep, load_sweep
 from neuro_trigger.sweep.trial import trial_folder
 from neuro_trigger.training.devices import check_hardware
 from neuro_trigger.training.stopping import RunLock, process_alive, stop_on_signals
+
+if TYPE_CHECKING:
+    from neuro_trigger.sweep.slurm import Plan
 
 log = logging.getLogger("neuro_trigger")
 
@@ -49,11 +53,12 @@ class SweepResult:
     records: list[dict[str, Any]]
     best: dict[int, dict[str, Any]]
     best_folder: Path | None
+    submitted: bool = False  # a detached SLURM sweep: its jobs were submitted, nothing has ended yet
 
     @property
     def ok(self) -> bool:
-        """Every expert has a finished trial."""
-        return bool(self.records) and {r["expert"] for r in self.records} <= set(self.best)
+        """Every expert has a finished trial (or the sweep's jobs were submitted, detached)."""
+        return self.submitted or bool(self.records) and {r["expert"] for r in self.records} <= set(self.best)
 
 
 def is_sweep_folder(folder: Path) -> bool:
@@ -69,17 +74,20 @@ def sweep(name: str, overrides: list[str] | tuple[str, ...] = (), *, production:
     `overrides` (-m) apply to every trial; `trials` caps the trials per expert."""
     started = time.time()
     setup_console()
-    check_launcher(launcher, slurm, detach, production)
-    if launcher != "local":
-        raise UserError("--sweep runs on --launcher local for now; SLURM sweeps are not built yet")
+    cli_slurm = check_launcher(launcher, slurm, detach, production)
     spec = load_sweep(name, overrides, trials, debug=not production)
     base = resolve_config(spec.config, overrides, experts=list(spec.experts))
     root = Path(log_root) if log_root else (REPO_ROOT / "log" if production else DEBUG_ROOT)
     runs_root = Path(log_root) if log_root else REPO_ROOT / "log"
     ensure_writable(root)
-    if production:
+    if production and launcher == "local":
         start_process_server(SWEEP_PRELOAD)
-    check_hardware(base)
+    if launcher == "slurm":
+        from neuro_trigger.sweep import slurm as on_slurm
+
+        plan = on_slurm.check(spec, base, cli_slurm, root)
+    else:
+        check_hardware(base)
     check_data_files(base["global"])
     stores = load_data(base["global"], runs_root)
     counts = check_rows(stores, base)
@@ -97,25 +105,38 @@ def sweep(name: str, overrides: list[str] | tuple[str, ...] = (), *, production:
             git_id = write_git_snapshot(folder, REPO_ROOT)
             log.info("git %s", git_id or "unavailable (see git_id.txt)")
             studies.create_studies(folder, spec)
+            if launcher == "slurm":
+                return _on_slurm(folder, spec, plan, stores, git_id, started, detach, verbose)
             return _run(folder, spec, stores, counts, production, git_id, verbose, [], started)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def resume_sweep(folder: Path, verbose: bool = False) -> SweepResult:
+def resume_sweep(folder: Path, verbose: bool = False, launcher: str | None = None,
+                 slurm: list[str] | tuple[str, ...] = (), detach: bool = False) -> SweepResult:
     """Go on with a stopped sweep: trials that ended are kept, stopped ones go on from their last checkpoint, new
-    ones are asked for until each expert has its trials; then trials.csv, best/ and report.html are written again."""
+    ones are asked for until each expert has its trials; then trials.csv, best/ and report.html are written again.
+    On the launcher the sweep ran on unless `launcher` names another (a SLURM sweep: its settings again unless
+    `slurm` gives others; none of its jobs may still be on SLURM)."""
     started = time.time()
     setup_console()
     folder = Path(folder).resolve()
     saved = read_json(folder / SWEEP_FILE, "--resume")
     spec = Sweep.from_dict(saved["sweep"])
     production = saved["mode"] == "production"
+    launcher = launcher or saved.get("launcher", "local")
+    cli_slurm = check_launcher(launcher, slurm, detach, production)
+    plan = None
+    if launcher == "slurm" or (folder / JOBS_FILE).is_file():
+        from neuro_trigger.sweep import slurm as on_slurm
+
+        plan = on_slurm.check_resume(folder, spec, launcher, cli_slurm)
     with RunLock(folder).acquire("--resume"):
-        if production:
+        if production and launcher == "local":
             start_process_server(SWEEP_PRELOAD)
-        base = resolve_config(spec.config, spec.overrides, experts=list(spec.experts))
+        base = resolve_config(spec.config, spec.overrides, experts=list(spec.experts),
+                              configs=plan.configs if plan else None)
         stores = load_data(base["global"], Path(saved["runs_root"]))
         for split, store in stores.items():
             if [s["sha256"] for s in saved["data"][split]] != [s["sha256"] for s in store.sources]:
@@ -134,6 +155,8 @@ def resume_sweep(folder: Path, verbose: bool = False) -> SweepResult:
                         left.append((asked, last if last.is_file() else None))
                 log.info("resuming sweep %s: %d trial(s) go on%s", folder, len(left), "".join(
                     f", expert_{a.expert} trial {a.number} from its last checkpoint" for a, c in left if c))
+                if plan is not None:
+                    return _on_slurm(folder, spec, plan, stores, git_id, started, detach, verbose)
                 return _run(folder, spec, stores, counts, production, git_id, verbose, left, started)
         finally:
             logging.getLogger().removeHandler(handler)
@@ -172,14 +195,26 @@ def _run(folder: Path, spec: Sweep, stores, counts: dict[str, int], production: 
                    on_cpu(list(base["experts"].values())), trial_ended)
     except KeyboardInterrupt:
         log.warning("interrupted: writing trials.csv and best/ from the trials that ended")
-        _finish(folder, spec, stores, git_id, started, production, interrupted=True)
+        _finish(folder, spec, stores, git_id, started, interrupted=True, production=production)
         log.warning("interrupted; resume with: python neuro_trigger/main.py --resume %s", folder)
         raise
-    return _finish(folder, spec, stores, git_id, started, production)
+    return _finish(folder, spec, stores, git_id, started, production=production)
 
 
-def _finish(folder: Path, spec: Sweep, stores, git_id: str | None, started: float, production: bool,
-            interrupted: bool = False) -> SweepResult:
+def _on_slurm(folder: Path, spec: Sweep, plan: Plan, stores, git_id: str | None, started: float, detach: bool,
+              verbose: bool) -> SweepResult:
+    """The trials as a SLURM job array and a job that finishes the sweep with `_finish` (sweep/slurm.py)."""
+    from neuro_trigger.sweep import slurm as on_slurm
+
+    if not on_slurm.run(folder, spec, plan, stores, git_id, started, detach, verbose, _finish):
+        return SweepResult(folder, [], {}, None, submitted=True)
+    records = trial_records.collect(folder, spec)
+    return SweepResult(folder, records, best_records(records, spec), folder / "best" if (folder / "best").is_dir()
+                       else None)
+
+
+def _finish(folder: Path, spec: Sweep, stores, git_id: str | None, started: float,
+            interrupted: bool = False, production: bool = True) -> SweepResult:
     """trials.csv, best/, report.html and summary.json from every trial's record; the last lines per expert."""
     records = trial_records.collect(folder, spec)
     trial_records.write_trials_csv(folder, spec, records)

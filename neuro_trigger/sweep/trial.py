@@ -56,7 +56,7 @@ def prepare_trial(sweep_folder: Path, sweep: Sweep, asked: studies.Asked, stores
     config["threads"] = config["threads"] or 1  # trials fill the cores one thread each; best/ trains the same
     if not production:
         config["epochs"] = min(config["epochs"], DEBUG_MAX_EPOCHS)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a SLURM agent made it to hold its lock there
     params = ", ".join(f"{k}={v!r}" for k, v in asked.params.items())
     resolved.update(description=f"sweep {sweep.name}, {key} trial {asked.number}: {params}", mode="production",
                     runs_root=str(sweep_folder.parent.parent.parent), launcher={"name": "local"},
