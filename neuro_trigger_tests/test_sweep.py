@@ -184,3 +184,14 @@ def test_hopeless_trials_are_pruned_and_a_diverging_one_fails_while_the_sweep_go
     record = json.loads((result.folder / table[table.learning_rate == 1e30].iloc[0].folder / "trial.json").read_text())
     assert "nan" in record["error"]
     assert result.ok and {r["params"]["learning_rate"] for r in result.best.values()} <= {3e-3, 1e-2}
+
+
+def test_a_space_key_named_like_a_column_of_trials_csv_keeps_both(tmp_path):
+    from neuro_trigger.sweep.records import write_trials_csv
+
+    sweep = checked({"config": "small", "space": {"epochs": [2, 3], "learning_rate": [1e-3]}})
+    record = {"trial": 0, "expert": 0, "params": {"epochs": 3, "learning_rate": 1e-3}, "state": "pruned",
+              "epochs": 1, "objective": 2.5, "folder": "trials/expert_0/trial_000", "error": None}
+    table = pd.read_csv(write_trials_csv(tmp_path, sweep, [record]))
+    assert list(table.columns)[-2:] == ["space.epochs", "learning_rate"]
+    assert table.loc[0, "epochs"] == 1 and table.loc[0, "space.epochs"] == 3

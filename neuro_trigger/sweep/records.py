@@ -20,6 +20,12 @@ STATES = ("finished", "pruned", "failed", "interrupted")
 COLUMNS = ["trial", "expert", "state", "epochs", "objective", "folder"]
 
 
+def column(key: str) -> str:
+    """The trials.csv column of a space key: the key itself, or `space.<key>` where that names one of COLUMNS
+    (a sweep over `epochs`)."""
+    return f"space.{key}" if key in COLUMNS else key
+
+
 def collect(sweep_folder: Path, sweep: Sweep) -> list[dict[str, Any]]:
     """The record of every trial handed out so far, by expert and trial number."""
     records = []
@@ -39,8 +45,8 @@ def collect(sweep_folder: Path, sweep: Sweep) -> list[dict[str, Any]]:
 def write_trials_csv(sweep_folder: Path, sweep: Sweep, records: list[dict[str, Any]]) -> Path:
     """trials.csv of the sweep folder, written whole each time (atomically: a reader never sees half of it)."""
     keys = [p.key for p in sweep.params]
-    rows = [{**{c: r.get(c) for c in COLUMNS}, **{k: r["params"].get(k) for k in keys}} for r in records]
-    table = pd.DataFrame(rows, columns=COLUMNS + keys)
+    rows = [{**{c: r.get(c) for c in COLUMNS}, **{column(k): r["params"].get(k) for k in keys}} for r in records]
+    table = pd.DataFrame(rows, columns=COLUMNS + [column(k) for k in keys])
     table["expert"] = table["expert"].map(lambda e: f"expert_{e}")
     path = sweep_folder / "trials.csv"
     partial = path.with_suffix(".csv.partial")

@@ -26,7 +26,7 @@ import pandas as pd
 from neuro_trigger.judge.report import MISSING, REPORT_FILE, format_value, png_bytes
 from neuro_trigger.run.files import read_json, write_atomic
 from neuro_trigger.sweep import studies
-from neuro_trigger.sweep.records import COLUMNS, STATES
+from neuro_trigger.sweep.records import COLUMNS, STATES, column
 from neuro_trigger.sweep.report_figures import history_figure, parameter_figure
 from neuro_trigger.sweep.space import Param, Sweep
 from neuro_trigger.sweep.trial import read_record
@@ -60,8 +60,8 @@ def read_trials(folder: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"trials.csv has no column {', '.join(missing)}")
     table["trial"] = table["trial"].astype(int)
-    for column in ("epochs", "objective"):
-        table[column] = pd.to_numeric(table[column], errors="coerce")
+    for name in ("epochs", "objective"):
+        table[name] = pd.to_numeric(table[name], errors="coerce")
     return table
 
 
@@ -132,7 +132,7 @@ def _expert_view(folder: Path, spec: Sweep, expert: int, trials: pd.DataFrame, l
     order = ranked(mine, spec.direction)
     best = int(order["trial"].iloc[0]) if len(order) else None
     top = [{"cells": [int(r["trial"]), format_value(float(r["objective"])), format_value(r["epochs"]),
-                      *(_cell(r[p.key], p) for p in params)],
+                      *(_cell(r[column(p.key)], p) for p in params)],
             "href": _link(r["folder"]), "folder": r["folder"], "best": int(r["trial"]) == best}
            for _, r in order.head(TOP_TRIALS).iterrows()]
     figures = [("objective per trial, and the best so far", _uri(history_figure(mine, label, spec.direction, best)))]

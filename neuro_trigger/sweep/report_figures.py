@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from neuro_trigger.sweep.records import column
 from neuro_trigger.sweep.space import Param
 
 FIGURE_SIZE = (5.6, 3.8)  # inches; at the report's 90 dpi two of them sit side by side in the page
@@ -77,7 +78,8 @@ def parameter_figure(trials: pd.DataFrame, param: Param, label: str, best: int |
     """The objective against one parameter: a choice's values as categories in the space's order, a range on a
     numeric axis over the whole range (a log axis for a "log" or "log_int" range)."""
     fig, ax = _figure()
-    x = parameter_positions(trials[param.key], param) if param.key in trials else np.full(len(trials), np.nan)
+    name = column(param.key)
+    x = parameter_positions(trials[name], param) if name in trials else np.full(len(trials), np.nan)
     _points(ax, x, trials, best)
     if param.kind == "choice":
         ax.set_xticks(range(len(param.values)), ["None" if v is None else str(v) for v in param.values])
