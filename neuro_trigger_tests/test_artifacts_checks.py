@@ -331,7 +331,7 @@ def test_full_disk_while_assembling_leaves_an_honest_summary(tiny_run, tmp_path,
     for name in ("pred_data_val.csv", "pred_data_test.csv", "pred_data_train.csv"):
         (copy / name).unlink()
 
-    def half_then_full(store, pred, dst):
+    def half_then_full(store, pred, dst, *hardware):
         dst.write_bytes(b"Experiment\tRun")  # half a table, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
