@@ -104,6 +104,7 @@ def test_a_sweep_trains_its_trials_in_agents_and_a_job_finishes_it(slurm_cluster
     assert "sweep finished in" in err and "expert_3: best z_resolution" in err, err
 
 
+@pytest.mark.slow  # the default run resumes a killed sweep locally (test_sweep_cli); this, with scancel, is ~50 s
 def test_a_cancelled_array_resumes_without_training_a_finished_trial_again(slurm_cluster, defined, tmp_path):
     """One agent (workers=1) trains trial 0 (batch 512, quick), then trial 1 (batch 8); scancel of the array while
     trial 1 trains. The finish job (afterany) finishes the sweep as interrupted; --resume refuses while it is
